@@ -47,15 +47,39 @@ class CopyEngine:
         self._fifo = fifo
         self._waiting: list[Transfer] | deque[Transfer] = deque() if fifo else []
         self._seq = 0
+        if fifo:  # issue order is the serving order: submitting is appending
+            self.submit_prefetch = self._waiting.append
 
     @property
     def free_at(self) -> float:
         return min(self.free)
 
+    def idle(self, now: float) -> bool:
+        """Every copy submitted so far has finished by ``now`` (after ``advance(now)``)."""
+        return not self._waiting and max(self.free) <= now
+
     def advance(self, now: float) -> None:
         """Start every waiting prefetch a lane would have started by ``now``."""
         q, free = self._waiting, self.free
+        if not q:
+            return
         single = len(free) == 1
+        if single and self._fifo:  # the common case, kept short
+            f = free[0]
+            while q and f <= now:
+                tr = q[0]
+                if tr.state != PENDING:
+                    q.popleft()
+                    continue
+                start = f if f > tr.not_before else tr.not_before
+                if start > now:
+                    break
+                q.popleft()
+                tr.start = start
+                tr.end = f = start + tr.dur
+                tr.state = STARTED
+            free[0] = f
+            return
         while q:
             lane = 0 if single else free.index(min(free))
             f = free[lane]
@@ -81,17 +105,15 @@ class CopyEngine:
 
     def submit_demand(self, tr: Transfer, now: float) -> None:
         self.advance(now)
-        self._schedule(tr, now)
+        self.schedule(tr, now)
 
     def submit_prefetch(self, tr: Transfer) -> None:
-        if self._fifo:
-            self._waiting.append(tr)
-            return
         self._seq += 1
         tr.seq = self._seq
         heapq.heappush(self._waiting, tr)
 
-    def _schedule(self, tr: Transfer, now: float) -> None:
+    def schedule(self, tr: Transfer, now: float) -> None:
+        """Time a demand copy on the first free lane (callers have advanced the engine to ``now``)."""
         free = self.free
         lane = 0 if len(free) == 1 else free.index(min(free))
         start = free[lane] if free[lane] > now else now
@@ -105,7 +127,7 @@ class CopyEngine:
         """The gate needs a prefetch that has not started: it becomes a demand copy (after ``advance(now)``)."""
         if tr.state == PENDING:
             tr.demand = True
-            self._schedule(tr, now)  # now STARTED, so its heap entry is skipped
+            self.schedule(tr, now)  # now STARTED, so its heap entry is skipped
 
     def cancel(self, tr: Transfer, now: float) -> bool:
         """Drop ``tr`` if it has not started by ``now``; True if cancelled (no bytes moved)."""

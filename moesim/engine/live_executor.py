@@ -318,10 +318,11 @@ class LiveExecutor:
         if not core.evicted:
             return
         inflight, worker, free, E = self._inflight, self._worker, self._free, core.E
-        for key, unused in zip(core.evicted, core.evicted_unused):
+        unused = core.evicted_prefetch
+        for key in core.evicted:
             free.append(self._slot_of.pop(key))  # a copy into it queues behind any still writing it
             tr = inflight.pop(key, None)
-            if unused and tr is not None:
+            if tr is not None and key in unused:
                 layer = key // E
                 if worker.cancel(tr):
                     stats.layer_prefetch_cancelled[layer] += 1

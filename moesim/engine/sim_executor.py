@@ -72,18 +72,29 @@ class SimExecutor:
 
     # ------------------------------------------------------------------------------------------
     def _issue_prefetches(self, core: PolicyCore, now: float, stats: RunStats) -> None:
-        self._evict(core, now, stats)
+        if core.evicted_prefetch:
+            self._evict(core, now, stats)
         engine, inflight = self._engine, self._inflight
         dur, nbytes, E = self.costs.h2d_ms, self.costs.expert_bytes, core.E
         lb = stats.layer_bytes_prefetch
-        ssd = core.load_from_ssd if core.dram is not None else None
-        for i, key in enumerate(core.loads):
-            tr = Transfer(key, now, dur, False, nbytes, self._ssd_read(now, stats) if ssd and ssd[i] else 0.0)
-            engine.submit_prefetch(tr)
-            inflight[key] = tr
-            if self._transfers is not None:
-                self._transfers.append(tr)
-            lb[key // E] += nbytes
+        submit = engine.submit_prefetch
+        if core.dram is None and self._transfers is None:  # the common case, kept short
+            for key in core.loads:
+                tr = Transfer(key, now, dur, False, nbytes)
+                submit(tr)
+                inflight[key] = tr
+                lb[key // E] += nbytes
+        else:
+            ssd = core.load_from_ssd if core.dram is not None else None
+            for i, key in enumerate(core.loads):
+                tr = Transfer(
+                    key, now, dur, False, nbytes, self._ssd_read(now, stats) if ssd and ssd[i] else 0.0
+                )
+                submit(tr)
+                inflight[key] = tr
+                if self._transfers is not None:
+                    self._transfers.append(tr)
+                lb[key // E] += nbytes
         self._h2d_bytes += nbytes * len(core.loads)
 
     def _ssd_read(self, now: float, stats: RunStats) -> float:
@@ -91,20 +102,19 @@ class SimExecutor:
         return self._ssd.read(now, self.costs.ssd_ms)
 
     def _evict(self, core: PolicyCore, now: float, stats: RunStats) -> None:
-        if not core.evicted:
-            return
+        """Evicted prefetches never demanded: cancelled if their copy has not started, else wasted.
+        (Other victims need nothing: their transfer entry is replaced when they are loaded again.)"""
         engine, inflight, E = self._engine, self._inflight, core.E
-        for key, unused in zip(core.evicted, core.evicted_unused):
-            tr = inflight.pop(key, None)
-            if unused:
-                layer = key // E
-                if engine.cancel(tr, now):
-                    stats.layer_prefetch_cancelled[layer] += 1
-                    stats.layer_bytes_prefetch[layer] -= tr.nbytes
-                    self._h2d_bytes -= tr.nbytes
-                else:
-                    stats.layer_prefetch_wasted[layer] += 1
-                    stats.layer_bytes_wasted[layer] += tr.nbytes
+        for key in core.evicted_prefetch:
+            tr = inflight.pop(key)
+            layer = key // E
+            if engine.cancel(tr, now):
+                stats.layer_prefetch_cancelled[layer] += 1
+                stats.layer_bytes_prefetch[layer] -= tr.nbytes
+                self._h2d_bytes -= tr.nbytes
+            else:
+                stats.layer_prefetch_wasted[layer] += 1
+                stats.layer_bytes_wasted[layer] += tr.nbytes
 
     def _finish(self, core: PolicyCore, now: float, stats: RunStats, keys: list[int] | None = None) -> None:
         """Prefetched experts never demanded (at the end, or dropped by a per-sequence reset) are wasted."""
@@ -155,6 +165,8 @@ class SimExecutor:
         L = core.L
         dur, nbytes = costs.h2d_ms, costs.expert_bytes
         expert_ms = costs.expert_ms
+        ffn1 = expert_ms(1)
+        schedule = engine.schedule
         counts_all = group.counts
         layer_stall, layer_late, layer_bdem = stats.layer_stall_ms, stats.layer_late, stats.layer_bytes_demand
         pre_fires = core.pre_attention_fires
@@ -162,6 +174,9 @@ class SimExecutor:
         timed_pred = type(predictor).latency_ms is not Predictor.latency_ms  # skip the call when free
         pred_on_gpu = predictor.runs_on == "gpu"
         hit_keys, hit_pf, miss_keys = core.hit_keys, core.hit_was_prefetch, core.miss_keys
+        lead_append, slack_append = stats.lead_samples.append, stats.slack_samples.append
+        simple = core._simple
+        fast = counts_all is None and simple and self._slices is None
 
         self._E = core.E
         core.start_group(group)
@@ -202,65 +217,123 @@ class SimExecutor:
                 t = (s - ps) // L
                 batch = group.active[t]
                 context = self.prompt_tokens + t
-            t_norm = t0 + costs.pre_attention_ms(batch)
-            pred_ms = predictor.latency_ms(batch, context) if timed_pred else 0.0
+            if layer == 0:  # batch and context hold for a whole token (or prompt pass)
+                c_norm = costs.pre_attention_ms(batch)
+                c_attn, c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
+                c_shared = costs.shared_ms(batch)
+                pred_ms = predictor.latency_ms(batch, context) if timed_pred else 0.0
+            t_norm = t0 + c_norm
             if pre_fires:
                 core.pre_attention(s)
                 self._issue_prefetches(core, t_norm + pred_ms, stats)
                 if pred_on_gpu:
                     t_norm += pred_ms
-            t_gate = t_norm + costs.attention_ms(batch, context) + costs.gate_ms(batch)
+            t_gate = t_norm + c_attn + c_gate
 
             core.gate(s)
-            self._evict(core, t_gate, stats)
-            # ready time of each routed expert, in access order
-            ready: list[tuple[float, int]] = []
-            late = 0
+            if core.evicted_prefetch:
+                self._evict(core, t_gate, stats)
             engine.advance(t_gate)
-            for i, key in enumerate(hit_keys):
-                tr = inflight.get(key)
-                if tr is None:  # preloaded with the model (e.g. pin-hot): resident from the start
-                    ready.append((t_gate, key))
-                    continue
-                if tr.state == PENDING:
-                    engine.promote(tr, t_gate)
-                    late += 1
-                elif tr.end > t_gate:
-                    late += 1
-                if hit_pf[i]:
-                    stats.lead_samples.append(t_gate - tr.issue)
-                    stats.slack_samples.append(t_gate - tr.end)
-                    if tr.end > t_gate:
-                        stats.prefetch_late += 1
-                ready.append((tr.end, key))
-            miss_ssd = core.miss_from_ssd if core.dram is not None else None
-            for i, key in enumerate(miss_keys):
-                nb = self._ssd_read(t_gate, stats) if miss_ssd and miss_ssd[i] else 0.0
-                tr = Transfer(key, t_gate, dur, True, nbytes, nb)
-                engine.submit_demand(tr, t_gate)
-                inflight[key] = tr
-                if self._transfers is not None:
-                    self._transfers.append(tr)
-                ready.append((tr.end, key))
+            late = 0
+            if fast:
+                # Batch 1, fetch-only, no timeline: every routed expert costs the same, so only the
+                # ready times after the gate matter; the others just queue their compute.
+                n_done = 0
+                waits: list[float] = []
+                if engine.idle(t_gate):  # every copy so far has arrived: no hit can be late
+                    n_done = len(hit_keys)
+                    if True in hit_pf:
+                        for key, pf in zip(hit_keys, hit_pf):
+                            if pf:
+                                tr = inflight[key]
+                                lead_append(t_gate - tr.issue)
+                                slack_append(t_gate - tr.end)
+                else:
+                    for key, pf in zip(hit_keys, hit_pf):
+                        tr = inflight.get(key)
+                        if tr is None:  # preloaded with the model (e.g. pin-hot)
+                            n_done += 1
+                            continue
+                        if tr.state == PENDING:
+                            engine.promote(tr, t_gate)
+                            late += 1
+                        elif tr.end > t_gate:
+                            late += 1
+                        end = tr.end
+                        if pf:
+                            lead_append(t_gate - tr.issue)
+                            slack_append(t_gate - end)
+                            if end > t_gate:
+                                stats.prefetch_late += 1
+                        if end > t_gate:
+                            waits.append(end)
+                        else:
+                            n_done += 1
+                for key in miss_keys:
+                    tr = Transfer(key, t_gate, dur, True, nbytes)
+                    schedule(tr, t_gate)  # the engine has advanced to t_gate above
+                    inflight[key] = tr
+                    waits.append(tr.end)
+            else:
+                # ready time of each routed expert, in access order
+                ready: list[tuple[float, int]] = []
+                for key, pf in zip(hit_keys, hit_pf):
+                    tr = inflight.get(key)
+                    if tr is None:  # preloaded with the model (e.g. pin-hot): resident from the start
+                        ready.append((t_gate, key))
+                        continue
+                    if tr.state == PENDING:
+                        engine.promote(tr, t_gate)
+                        late += 1
+                    elif tr.end > t_gate:
+                        late += 1
+                    if pf:
+                        lead_append(t_gate - tr.issue)
+                        slack_append(t_gate - tr.end)
+                        if tr.end > t_gate:
+                            stats.prefetch_late += 1
+                    ready.append((tr.end, key))
+                miss_ssd = core.miss_from_ssd if core.dram is not None else None
+                for i, key in enumerate(miss_keys):
+                    nb = self._ssd_read(t_gate, stats) if miss_ssd and miss_ssd[i] else 0.0
+                    tr = Transfer(key, t_gate, dur, True, nbytes, nb)
+                    schedule(tr, t_gate)  # the engine has advanced to t_gate above
+                    inflight[key] = tr
+                    if self._transfers is not None:
+                        self._transfers.append(tr)
+                    ready.append((tr.end, key))
             n_miss = len(miss_keys)
             layer_bdem[layer] += n_miss * nbytes
             self._h2d_bytes += n_miss * nbytes
             cpu_done = t_gate
-            if not core._simple:
+            if not simple:
                 cpu_done = self._cpu_and_substitutes(core, group, s, t_gate, ready, stats)
 
             core.after_gate(s)
-            self._issue_prefetches(core, t_gate + pred_ms, stats)
+            if core.loads or core.evicted_prefetch:
+                self._issue_prefetches(core, t_gate + pred_ms, stats)
             t_experts = t_gate + pred_ms if pred_on_gpu and not pre_fires else t_gate
 
             # expert compute: shared block first (always resident), then routed experts by readiness
-            cur = t_experts + costs.shared_ms(batch)
+            cur = t_experts + c_shared
             compute = cur - t0
             stall = 0.0
-            if self._slices is not None:
-                self._record_compute(group.index, t, layer, t0, t_gate, cur, ready, counts_all, s, group)
-            if counts_all is None:
-                ffn = expert_ms(1)
+            if fast:
+                ffn = ffn1
+                for _ in range(n_done):  # ready by the gate: computed first, back to back
+                    cur += ffn
+                if waits:
+                    waits.sort()
+                    for r in waits:
+                        if r > cur:
+                            stall += r - cur
+                            cur = r
+                        cur += ffn
+                compute += ffn * (n_done + len(waits))
+            elif counts_all is None:
+                if self._slices is not None:
+                    self._record_compute(group.index, t, layer, t0, t_gate, cur, ready, counts_all, s, group)
+                ffn = ffn1
                 ready.sort()
                 for r, _ in ready:
                     if r > cur:
@@ -269,6 +342,8 @@ class SimExecutor:
                     cur += ffn
                 compute += ffn * len(ready)
             else:
+                if self._slices is not None:
+                    self._record_compute(group.index, t, layer, t0, t_gate, cur, ready, counts_all, s, group)
                 cnt = dict(zip(group.steps[s], counts_all[s]))
                 ready.sort()
                 for r, key in ready:

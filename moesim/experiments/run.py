@@ -6,7 +6,9 @@ line and leaves no files behind.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +22,7 @@ from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
 from moesim.experiments.scenario import Scenario
+from moesim.io import dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.summary import build_extras, build_summary, build_tables
 from moesim.models.spec import ModelSpec
@@ -31,7 +34,7 @@ from moesim.policies.pool import SCOPES, ExpertPool
 from moesim.policies.predictors.base import PredictorSetup
 from moesim.policies.registries import CACHES, MISS_HANDLERS, PREDICTORS
 from moesim.policies.sizing import split_capacity
-from moesim.traces.replay import access_stream, expert_counts, iter_groups, layer_streams
+from moesim.traces.replay import Group, access_stream, expert_counts, iter_groups, layer_streams
 from moesim.traces.trace import Trace
 
 
@@ -45,9 +48,54 @@ class Prepared:
     prompt_tokens: int
     min_slots: int
     top_n: int
+    trace_key: tuple | None = None  # identity of the trace files and selection (None: not cached)
 
-    def groups(self):
-        return iter_groups(self.trace, self.scenario.batch, self.scenario.prefill)
+    def groups(self) -> Iterable[Group]:
+        sc = self.scenario
+        # Only the loaded trace itself (read-only memory maps) has cached groups: a caller may have
+        # replaced or cut ``trace`` since.
+        shared = self.trace_key is not None and _TRACE_CACHE.get(self.trace_key) is self.trace
+        if not shared or _steps(self.trace, sc.prefill) > _GROUP_CACHE_STEPS:
+            return iter_groups(self.trace, sc.batch, sc.prefill)
+        key = (self.trace_key, sc.batch, sc.prefill)
+        groups = _GROUP_CACHE.get(key)
+        if groups is None:
+            groups = list(iter_groups(self.trace, sc.batch, sc.prefill))
+            _remember(_GROUP_CACHE, key, groups, 1)
+        return groups
+
+
+# Sweep workers and notebooks run many points on one trace: they keep the loaded, validated trace
+# and, up to _GROUP_CACHE_STEPS layer-steps (about 320 bytes each), its replay groups, keyed by the
+# identity of the trace's files. Every consumer treats groups as read-only.
+_TRACE_CACHE: dict[tuple, Trace] = {}
+_GROUP_CACHE: dict[tuple, list[Group]] = {}
+_GROUP_CACHE_STEPS = 600_000
+
+
+def _remember(cache: dict, key, value, size: int) -> None:
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+def _steps(trace: Trace, prefill: bool) -> int:
+    n = len(trace.experts)
+    if prefill and trace.prefill_offsets is not None:
+        n += trace.num_sequences
+    return n * trace.meta.num_layers
+
+
+def _trace_identity(path: Path) -> tuple | None:
+    """The trace files' paths, sizes and modification times; None if they cannot be read."""
+    try:
+        root = path if path.is_dir() else path.parent
+        files = sorted(
+            (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root) if e.is_file()
+        )
+        return (str(root.resolve()), *files)
+    except OSError:
+        return None
 
 
 def _load_model(sc: Scenario) -> ModelSpec:
@@ -60,10 +108,14 @@ def _load_model(sc: Scenario) -> ModelSpec:
     return get_model(sc.model.name)
 
 
-def _load_trace(sc: Scenario) -> tuple[Trace, Path]:
+def _load_trace(sc: Scenario) -> tuple[Trace, Path, tuple | None]:
     from moesim.traces.native import load_trace
 
     path = sc.resolve_path(sc.trace.path)
+    ident = _trace_identity(path)
+    key = None if ident is None else (ident, sc.trace.domain, sc.trace.max_sequences)
+    if key is not None and key in _TRACE_CACHE:
+        return _TRACE_CACHE[key], path, key
     trace = load_trace(path)
     if sc.trace.domain is not None:
         trace = trace.select_domain(sc.trace.domain)
@@ -73,7 +125,9 @@ def _load_trace(sc: Scenario) -> tuple[Trace, Path]:
         trace = trace.select(list(range(min(sc.trace.max_sequences, trace.num_sequences))))
     if trace.num_sequences == 0:
         fail(f"{path}: no sequences to replay (check trace.domain / trace.max_sequences)")
-    return trace, path
+    if key is not None:
+        _remember(_TRACE_CACHE, key, trace, 2)
+    return trace, path, key
 
 
 def _check_consistency(sc: Scenario, model: ModelSpec, trace: Trace, path: Path) -> None:
@@ -107,7 +161,7 @@ def prepare(sc: Scenario) -> Prepared:
     PREDICTORS.get(sc.predictor.name)
     CACHES.get(sc.cache.policy)
     model = _load_model(sc)
-    trace, path = _load_trace(sc)
+    trace, path, trace_key = _load_trace(sc)
     _check_consistency(sc, model, trace, path)
     hw = sc.hardware
     if hw.extrapolation not in ("flag", "error"):
@@ -180,7 +234,7 @@ def prepare(sc: Scenario) -> Prepared:
         lens = trace.prefill_offsets[1:] - trace.prefill_offsets[:-1]
         if len(lens) and int(lens.max()) > 0:
             prompt = int(lens.max())
-    return Prepared(sc, model, trace, path, profile, prompt, min_slots, top_n)
+    return Prepared(sc, model, trace, path, profile, prompt, min_slots, top_n, trace_key)
 
 
 def build_core(p: Prepared, predictor_name: str | None = None, record: bool = False) -> PolicyCore:
@@ -311,19 +365,13 @@ def run_prepared(p: Prepared, progress=None, record: bool = False, timeline: boo
     executor = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
     stats = executor.run(core, p.groups())
     wall_sim = time.perf_counter() - wall0
-    if batcher is None:
-        baseline = run_decisions(build_core(p, predictor_name="none"), p.groups())
-    else:  # who shares a step depends on time, so the baseline needs its own timed replay
-        baseline = build_core(p, predictor_name="none")
-        SimExecutor(
-            CostModel(p.profile, p.model, p.scenario.hardware.copy_engines),
-            p.prompt_tokens,
-            batcher=_batcher(p),
-        ).run(baseline, [])
+    if batcher is not None:
         stats.ttft_ms = [r.first_token - r.arrival for r in batcher.requests if r.first_token >= 0]
-    on_demand = baseline.misses * p.model.expert_bytes
+    prov = provenance(p, "sim", p.profile.device)
+    # Decisions do not depend on timing, so with no predictor this run is its own baseline.
+    misses = on_demand_misses(p, prov) if core.predictor.predicts else core.misses
     tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
-    summary = build_summary(core, stats, tokens, on_demand, provenance(p, "sim", p.profile.device))
+    summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
     if batcher is not None:
         summary["requests"] = request_summary(batcher.requests)
     wall = time.perf_counter() - wall0
@@ -336,6 +384,37 @@ def run_prepared(p: Prepared, progress=None, record: bool = False, timeline: boo
     }
     extras = build_extras(stats)
     return RunResult(summary, tokens, layers, wallclock, core.log, extras=extras, timeline=stats.timeline)
+
+
+# Baselines by input identity: a sweep worker (or a notebook) replays one trace and cache at many
+# predictor settings, and the on-demand baseline does not depend on the predictor.
+_BASELINES: dict[str, int] = {}
+_BASELINES_MAX = 256
+
+
+def on_demand_misses(p: Prepared, prov: dict) -> int:
+    """Demand misses of the same run with no predictor (the denominator of bytes vs on-demand)."""
+    sc = dict(prov["scenario"])
+    sc["predictor"] = {"fit_trace": sc["predictor"].get("fit_trace")}  # cache sizing may read it
+    key = dumps_json(
+        {
+            "scenario": sc,
+            "trace": prov["trace_sha256"],
+            "profile": prov["profile_sha256"],
+            "model": repr(p.model),
+        }
+    )
+    misses = _BASELINES.get(key)
+    if misses is not None:
+        return misses
+    baseline = build_core(p, predictor_name="none")
+    if _batcher(p) is None:
+        run_decisions(baseline, p.groups())
+    else:  # who shares a step depends on time, so the baseline needs its own timed replay
+        costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
+        SimExecutor(costs, p.prompt_tokens, batcher=_batcher(p)).run(baseline, [])
+    _remember(_BASELINES, key, baseline.misses, _BASELINES_MAX)
+    return baseline.misses
 
 
 def arrival_times(p: Prepared) -> list[float] | None:

@@ -182,6 +182,49 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def shared_runs(plan: SweepPlan, indices: Sequence[int]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Points whose run is another's: point -> (the first point with the same run, its own scenario).
+
+    Two points share a run when their resolved scenarios are equal once the predictor section of a
+    predictor that never predicts (``Predictor.predicts``) is cut to what still matters (its name
+    and the training trace, which cache sizing may read). A point that does not resolve here runs
+    on its own and records its error.
+    """
+    from moesim.experiments.overrides import resolve_scenario
+    from moesim.policies.registries import PREDICTORS
+
+    first: dict[str, int] = {}
+    shared: dict[int, tuple[int, dict[str, Any]]] = {}
+    for i in indices:
+        try:
+            sc = resolve_scenario(plan.scenario, plan.base, plan.points[i])
+            own = sc.to_dict()
+            run = dict(own)
+            if not PREDICTORS.get(sc.predictor.name).predicts:
+                run["predictor"] = {"name": sc.predictor.name, "fit_trace": sc.predictor.fit_trace}
+            ident = json.dumps(run, sort_keys=True, default=str)
+        except Exception:  # noqa: BLE001 - the worker reports it, as for any point
+            continue
+        if ident in first:
+            shared[i] = (first[ident], own)
+        else:
+            first[ident] = i
+    return shared
+
+
+def shared_record(
+    rec: dict[str, Any], index: int, plan: SweepPlan, scenario: dict[str, Any]
+) -> dict[str, Any]:
+    """Point ``index``'s record from the run it shares with ``rec``'s point: the same results, with
+    its own overrides and scenario in the provenance."""
+    out = dict(rec, index=index, overrides=plan.points[index], same_run_as=rec["index"])
+    if rec.get("summary"):
+        summary = json.loads(json.dumps(rec["summary"]))
+        summary["provenance"]["scenario"] = json.loads(json.dumps(scenario))
+        out["summary"] = summary
+    return out
+
+
 # -- the table -------------------------------------------------------------------------------------
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
     if isinstance(obj, dict) and obj:
@@ -273,10 +316,11 @@ def read_table(out: str | Path) -> pd.DataFrame:
 class SweepOutcome:
     out: Path
     table: pd.DataFrame
-    ran: int  # points run now
+    ran: int  # points finished now
     skipped: int  # points already finished (resume)
     failed: list[tuple[int, str]]  # (point, error) over the whole table
     seconds: float
+    shared: int = 0  # of ``ran``, points that took another point's run (see shared_runs)
 
     @property
     def ok(self) -> bool:
@@ -336,19 +380,26 @@ def run_sweep(
     finished = {i for i, r in done.items() if r.get("status") == "ok"}
     records: dict[int, dict[str, Any]] = {i: done[i] for i in finished}
     todo = [i for i in range(len(plan.points)) if i not in finished]
-    tasks = [plan.task(i, out / "runs" / f"{i:05d}" if keep_runs else None) for i in todo]
+    # Points that resolve to the same run (e.g. predictor "none" at several horizons) run once;
+    # with keep_runs every point writes its own run directory, so every point runs.
+    shared = {} if keep_runs else shared_runs(plan, todo)
+    tasks = [plan.task(i, out / "runs" / f"{i:05d}" if keep_runs else None) for i in todo if i not in shared]
+    followers: dict[int, list[int]] = {}
+    for j, (lead, _) in shared.items():
+        followers.setdefault(lead, []).append(j)
     failed_now = 0
     last_write = 0.0
 
     def on_record(rec: dict[str, Any]) -> None:
         nonlocal failed_now, last_write
-        i = rec["index"]
-        atomic_write_json(point_path(out, i), {k: rec[k] for k in sorted(rec)})
-        records[i] = json.loads(point_path(out, i).read_text(encoding="utf-8"))
-        if rec["status"] != "ok":
-            failed_now += 1
+        for r in [rec] + [shared_record(rec, j, plan, shared[j][1]) for j in followers.get(rec["index"], ())]:
+            i = r["index"]
+            atomic_write_json(point_path(out, i), {k: r[k] for k in sorted(r)})
+            records[i] = json.loads(point_path(out, i).read_text(encoding="utf-8"))
+            if r["status"] != "ok":
+                failed_now += 1
         if progress is not None:
-            progress(len(records) - len(finished), failed_now, len(tasks))
+            progress(len(records) - len(finished), failed_now, len(todo))
         # Stream the table as points land, throttled: rewriting it per point is quadratic.
         now = time.perf_counter()
         if now - last_write >= table_every_s:
@@ -365,7 +416,7 @@ def run_sweep(
     table = build_table(list(records.values()), plan.keys)
     write_table(out, table)
     failed = [(int(r["point"]), str(r["error"])) for r in table.to_dict("records") if r["status"] != "ok"]
-    return SweepOutcome(out, table, len(tasks), len(finished), failed, time.perf_counter() - t0)
+    return SweepOutcome(out, table, len(todo), len(finished), failed, time.perf_counter() - t0, len(shared))
 
 
 # -- backends --------------------------------------------------------------------------------------
@@ -467,6 +518,8 @@ def summary_line(outcome: SweepOutcome) -> str:
     parts = [f"{n} points: {ok} ok, {len(outcome.failed)} failed"]
     if outcome.skipped:
         parts.append(f"{outcome.skipped} already finished (resumed), {outcome.ran} run now")
+    if outcome.shared:
+        parts.append(f"{outcome.shared} shared another point's run")
     return "; ".join(parts) + f"; {outcome.seconds:.1f} s"
 
 

@@ -60,6 +60,8 @@ class PolicyCore:
         self._reset = reset_per_sequence
         self._window = refetch_window
         self.pre_attention_fires = predictor.fires == PRE_ATTENTION
+        # Most predictors ignore what the gate chose; skip the call for them.
+        self._observe = predictor.observe if type(predictor).observe is not Predictor.observe else None
         self.log: list[tuple] | None = [] if record else None
 
         self.pos = 0  # global position of the next demand access
@@ -74,7 +76,7 @@ class PolicyCore:
         self.miss_keys: list[int] = []  # fetched to the GPU
         self.loads: list[int] = []  # prefetch transfers to issue
         self.evicted: list[int] = []
-        self.evicted_unused: list[bool] = []  # evicted while still an undemanded prefetch
+        self.evicted_prefetch: list[int] = []  # those of ``evicted`` still undemanded prefetches
         # with a DRAM tier: whether each miss_keys / loads / cpu_keys entry must first be read from SSD
         self.miss_from_ssd: list[bool] = []
         self.load_from_ssd: list[bool] = []
@@ -83,14 +85,8 @@ class PolicyCore:
         self.substitutes: list[int] = []  # resident experts computed in place of missed ones
         self._last_used = [-1] * num_layers  # per layer, the last expert demanded and kept resident
 
-        # timing-independent counters
-        self.accesses = 0
-        self.present = 0
-        self.misses = 0
-        self.prefetch_issued = 0
-        self.prefetch_useful = 0
+        # timing-independent counters (totals of the per-layer ones are properties)
         self.prefetch_unused = 0  # evicted or left undemanded (wasted + cancelled)
-        self.evictions = 0
         self.refetches = 0
         self.bypassed = 0  # demand misses streamed through without becoming resident
         self.misses_cpu = 0
@@ -104,6 +100,30 @@ class PolicyCore:
         self.layer_prefetch_issued = [0] * num_layers
         self.layer_prefetch_useful = [0] * num_layers
         self.layer_evictions = [0] * num_layers
+
+    @property
+    def accesses(self) -> int:
+        return sum(self.layer_accesses)
+
+    @property
+    def present(self) -> int:
+        return sum(self.layer_present)
+
+    @property
+    def misses(self) -> int:
+        return self.accesses - self.present
+
+    @property
+    def prefetch_issued(self) -> int:
+        return sum(self.layer_prefetch_issued)
+
+    @property
+    def prefetch_useful(self) -> int:
+        return sum(self.layer_prefetch_useful)
+
+    @property
+    def evictions(self) -> int:
+        return sum(self.layer_evictions)
 
     # -- group (request batch) boundaries ---------------------------------------------------
     def start_group(self, group: Group) -> None:
@@ -151,50 +171,51 @@ class PolicyCore:
         pins.update(keys)
         if self._by_target is not None:
             self._drop_stale(s, keys)
-        hit_keys, miss_keys = self.hit_keys, self.miss_keys
-        contains, pool_hit = pool.contains, pool.hit
+        hit_keys, miss_keys, hit_was_prefetch = self.hit_keys, self.miss_keys, self.hit_was_prefetch
+        contains, pool_hit, hit_key = pool.contains, pool.hit, pool.hit_key
         prefetched = self._prefetched
         last_used = self._last_used
         log = self.log
         pos = self.pos
+        simple = self._simple
+        token = self.token_base + s // self.L
         for i, key in enumerate(keys):
             if contains(key):
-                pool_hit(key, pos)
+                if hit_key is not None:
+                    hit_key(key)
+                else:
+                    pool_hit(key, pos)
                 hit_keys.append(key)
                 last_used[layer] = key
                 if key in prefetched:
                     prefetched.discard(key)
-                    self.hit_was_prefetch.append(True)
-                    self.prefetch_useful += 1
+                    hit_was_prefetch.append(True)
                     self.layer_prefetch_useful[layer] += 1
                 else:
-                    self.hit_was_prefetch.append(False)
+                    hit_was_prefetch.append(False)
                 if log is not None:
                     log.append(("A", s, key, 1))
             else:
-                if self._simple:
-                    if not self._insert(key, pos, False, s):
+                if simple:
+                    if not self._insert(key, pos, False, s, token):
                         self.bypassed += 1  # no evictable slot (cache.bypass): streamed, not kept
                     miss_keys.append(key)
                 else:
-                    self._miss(key, i, s, pos)
+                    self._miss(key, i, s, pos, token)
                 if log is not None:
                     log.append(("A", s, key, 0))
             pos += 1
         self.pos = pos
-        n = len(keys)
-        self.accesses += n
-        self.present += len(hit_keys)
-        self.misses += n - len(hit_keys)
-        self.layer_accesses[layer] += n
+        self.layer_accesses[layer] += len(keys)
         self.layer_present[layer] += len(hit_keys)
-        self.predictor.observe(s, keys)
+        if self._observe is not None:
+            self._observe(s, keys)
 
     def after_gate(self, s: int) -> None:
         """Predictions fired after the gate; call after the executor consumed ``gate``'s outputs."""
         self.loads.clear()
         self.evicted.clear()
-        self.evicted_unused.clear()
+        self.evicted_prefetch.clear()
         if not self.pre_attention_fires:
             self._plan(self.predictor.predict(s), s)
 
@@ -208,7 +229,7 @@ class PolicyCore:
         self.miss_keys.clear()
         self.loads.clear()
         self.evicted.clear()
-        self.evicted_unused.clear()
+        self.evicted_prefetch.clear()
         if not self._simple:
             self.miss_from_ssd.clear()
             self.load_from_ssd.clear()
@@ -216,14 +237,14 @@ class PolicyCore:
             self.cpu_from_ssd.clear()
             self.substitutes.clear()
 
-    def _miss(self, key: int, i: int, s: int, pos: int) -> None:
+    def _miss(self, key: int, i: int, s: int, pos: int, token: int) -> None:
         """A demand miss under a miss handler other than plain fetch, or with a DRAM tier."""
         counts = self.group.counts
         tokens = counts[s][i] if counts is not None else 1
         action = FETCH if self.miss_handler is None else self.miss_handler.decide(key, tokens)
         layer = key // self.E
         if action == FETCH:
-            if self._insert(key, pos, False, s):
+            if self._insert(key, pos, False, s, token):
                 self._last_used[layer] = key
             else:
                 self.bypassed += 1
@@ -251,7 +272,7 @@ class PolicyCore:
                 self.prefetch_unused += 1
                 self.prefetch_stale += 1
                 self.evicted.append(key)
-                self.evicted_unused.append(True)
+                self.evicted_prefetch.append(key)
                 if self.log is not None:
                     self.log.append(("X", s, key))
 
@@ -268,25 +289,26 @@ class PolicyCore:
         self.dram_evictions += len(evicted)
         return True
 
-    def _insert(self, key: int, pos: int, prefetch: bool, s: int, score: float | None = None) -> bool:
+    def _insert(
+        self, key: int, pos: int, prefetch: bool, s: int, token: int, score: float | None = None
+    ) -> bool:
+        """Admit ``key`` (decode step ``token``), accounting for the victim it displaces."""
         evicted = self.evicted
-        before = len(evicted)
+        n = len(evicted)
         if not self.pool.insert(key, pos, prefetch, self._pins, evicted, score):
             return False
-        token = self.token_base + max(s, 0) // self.L
-        if len(evicted) > before:
-            victim = evicted[-1]
-            self.evictions += 1
+        evicted_at = self._evicted_at
+        if len(evicted) > n:
+            victim = evicted[n]
             self.layer_evictions[victim // self.E] += 1
-            self._evicted_at[victim] = token
-            unused = victim in self._prefetched
-            if unused:
+            evicted_at[victim] = token
+            if victim in self._prefetched:
                 self._prefetched.discard(victim)
                 self.prefetch_unused += 1
-            self.evicted_unused.append(unused)
+                self.evicted_prefetch.append(victim)
             if self.log is not None:
                 self.log.append(("E", s, victim))
-        last = self._evicted_at.get(key)
+        last = evicted_at.get(key)
         if last is not None and token - last <= self._window:
             self.refetches += 1
         return True
@@ -300,14 +322,20 @@ class PolicyCore:
         pins = self._pins
         # Every expert this call predicts is pinned until it returns: a plan never evicts its own
         # predictions, and executors may process a call's evictions before its loads.
-        added: list[int] = []
+        restore = pins.copy()
+        add_pin = pins.add
+        token = self.token_base + max(s, 0) // self.L
         for target, keys, scores in predictions:
             cand = keys[:n]
             if thr is not None and scores is not None:
-                cand = [k for k, sc in zip(cand, scores) if sc >= thr]
+                kept = [i for i, sc in enumerate(scores[:n]) if sc >= thr]
+                cand = [cand[i] for i in kept]
+                scores = [scores[i] for i in kept]
             for i, key in enumerate(cand):
                 if not contains(key):
-                    if not self._insert(key, self.pos, True, s, scores[i] if scores is not None else None):
+                    if not self._insert(
+                        key, self.pos, True, s, token, scores[i] if scores is not None else None
+                    ):
                         continue
                     self._prefetched.add(key)
                     self.loads.append(key)
@@ -315,11 +343,8 @@ class PolicyCore:
                         self._by_target.setdefault(target, []).append(key)
                     if self.dram is not None:
                         self.load_from_ssd.append(self._from_dram(key, self.pos, True))
-                    self.prefetch_issued += 1
                     self.layer_prefetch_issued[key // self.E] += 1
                     if self.log is not None:
                         self.log.append(("P", s, key, target))
-                if key not in pins:
-                    pins.add(key)
-                    added.append(key)
-        pins.difference_update(added)
+                add_pin(key)
+        self._pins = restore

@@ -9,7 +9,7 @@ through this one door).
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import replace
 
 from moesim.errors import fail
@@ -56,14 +56,19 @@ class ExpertPool:
             policy_cls(c, replace(ctx, layer=i if self._per_layer else None, min_slots=reserve))
             for i, c in enumerate(caps)
         ]
-        # The hot path's lookups, bound once: with one pool they skip the per-key dispatch (and for
-        # dict-backed policies reach the dict's own C method).
+        # The hot path's calls, bound once: with one pool they skip the per-key dispatch (and for
+        # dict-backed policies reach the dict's own C methods).
+        self._inserters = [pol.fast_insert() or _inserter(pol) for pol in self._pools]
         if self._per_layer:
             self.contains = self.__contains__
             self.hit = self._hit_dispatch
+            self.hit_key = None
+            self.insert = self._insert_dispatch
         else:
             self.contains = self._pools[0].fast_contains()
             self.hit = self._pools[0].on_hit
+            self.hit_key = self._pools[0].fast_hit()
+            self.insert = self._inserters[0]
         self.preloaded: list[int] = []
         for pol in self._pools:
             for key in pol.preload():
@@ -87,7 +92,7 @@ class ExpertPool:
     def _hit_dispatch(self, key: int, pos: int) -> None:
         self.policy_for(key).on_hit(key, pos)
 
-    def insert(
+    def _insert_dispatch(
         self,
         key: int,
         pos: int,
@@ -96,19 +101,34 @@ class ExpertPool:
         evicted: list[int],
         score: float | None = None,
     ) -> bool:
-        """Make room (appending victims to ``evicted``) and admit ``key``.
+        return self._inserters[key // self.num_experts](key, pos, prefetch, pinned, evicted, score)
 
-        Returns False, admitting nothing, when every resident is pinned: a prefetch is then dropped
-        and a demand miss streams through (``cache.bypass``; otherwise the capacity check makes
-        this impossible).
-        """
-        pol = self.policy_for(key)
-        if len(pol) >= pol.capacity:
-            pol.incoming(key, prefetch)
-            victim = pol.victim(pinned)
-            if victim is None:
+
+Inserter = Callable[[int, int, bool, Container[int], list[int], "float | None"], bool]
+
+
+def _inserter(pol: CachePolicy) -> Inserter:
+    """``ExpertPool.insert`` for one policy from its parts: ``insert(key, pos, prefetch, pinned, evicted, score=None)``.
+
+    Makes room (appending victims to ``evicted``) and admits ``key``. Returns False, admitting
+    nothing, when every resident is pinned: a prefetch is then dropped and a demand miss streams
+    through (``cache.bypass``; otherwise the capacity check makes this impossible). The policy's
+    methods are bound once: this is the simulator's most frequent call.
+    """
+    size, cap = pol.fast_len(), pol.capacity
+    incoming = pol.incoming if type(pol).incoming is not CachePolicy.incoming else None
+    victim, evict, admit = pol.victim, pol.evict, pol.admit
+
+    def insert(key, pos, prefetch, pinned, evicted, score=None) -> bool:
+        if size() >= cap:
+            if incoming is not None:
+                incoming(key, prefetch)
+            v = victim(pinned)
+            if v is None:
                 return False
-            pol.evict(victim)
-            evicted.append(victim)
-        pol.admit(key, pos, prefetch, score)
+            evict(v)
+            evicted.append(v)
+        admit(key, pos, prefetch, score)
         return True
+
+    return insert

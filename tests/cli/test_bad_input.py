@@ -42,9 +42,11 @@ def _profile_without_expert_table(tmp_path: Path) -> Path:
 
     prof = load_profile("estimated:h100-pcie", get_model("olmoe-1b-7b"))
     d = prof.to_dict()
-    d["tables"] = [t for t in d["tables"] if t["op"] != "expert_ffn"] if isinstance(d["tables"], list) else {
-        k: v for k, v in d["tables"].items() if k != "expert_ffn"
-    }
+    d["tables"] = (
+        [t for t in d["tables"] if t["op"] != "expert_ffn"]
+        if isinstance(d["tables"], list)
+        else {k: v for k, v in d["tables"].items() if k != "expert_ffn"}
+    )
     import yaml
 
     out = tmp_path / "noexpert.yaml"
@@ -72,19 +74,31 @@ CASES = {
         "layer 1",
     ),
     "NaN router weight": (
-        lambda t: ["--set", f"trace.path={_corrupt(t, lambda tr: tr.weights.__setitem__((4, 0, 0), np.nan))}"],
+        lambda t: [
+            "--set",
+            f"trace.path={_corrupt(t, lambda tr: tr.weights.__setitem__((4, 0, 0), np.nan))}",
+        ],
         "weights",
     ),
     "layer count mismatch with the model": (lambda t: ["--set", "model.name=mixtral-8x7b"], "MoE layers"),
     "wrong top-k for the model": (lambda t: ["--set", "model.name=qwen3-30b-a3b"], "trace has"),
     "unknown scenario key": (lambda t: ["--set", "cache.polcy=lru"], "cache.polcy"),
-    "unknown key in a scenario file": (lambda t: [str(_scenario(t, "name: x\ncache:\n  capacty: 3\n"))], "cache.capacty"),
+    "unknown key in a scenario file": (
+        lambda t: [str(_scenario(t, "name: x\ncache:\n  capacty: 3\n"))],
+        "cache.capacty",
+    ),
     "unknown section": (lambda t: ["--set", "cach.policy=lru"], "cach"),
     "capacity below k": (lambda t: ["--set", "cache.capacity=4"], "cache.capacity"),
-    "per-layer capacity below k": (lambda t: ["--set", "cache.scope=per-layer", "--set", "cache.capacity=7"], "cache.capacity"),
+    "per-layer capacity below k": (
+        lambda t: ["--set", "cache.scope=per-layer", "--set", "cache.capacity=7"],
+        "cache.capacity",
+    ),
     "negative bandwidth": (lambda t: ["--set", "hardware.h2d_gbps=-5"], "hardware.h2d_gbps"),
     "NaN bandwidth": (lambda t: ["--set", "hardware.h2d_gbps=.nan"], "hardware.h2d_gbps"),
-    "missing profile table": (lambda t: ["--set", f"hardware.profile={_profile_without_expert_table(t)}"], "expert_ffn"),
+    "missing profile table": (
+        lambda t: ["--set", f"hardware.profile={_profile_without_expert_table(t)}"],
+        "expert_ffn",
+    ),
     "unknown profile reference": (lambda t: ["--set", "hardware.profile=estimated:tpu-v9"], "tpu-v9"),
     "paper profile for another model": (lambda t: ["--set", "hardware.profile=paper:a100-80gb"], "paper"),
     "unknown predictor": (lambda t: ["--set", "predictor.name=prophecy"], "predictor.name"),

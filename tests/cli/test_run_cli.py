@@ -15,7 +15,9 @@ from moesim.cli.main import main
 def test_default_run_fresh_process(tmp_path):
     out = tmp_path / "default"
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "moesim.cli.main", "run", "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "moesim.cli.main", "run", "--out", str(out)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert time.perf_counter() - t < 60
     assert "TPOT ms" in proc.stdout and "hit rate" in proc.stdout
@@ -54,7 +56,11 @@ def test_overrides_reach_the_run(tmp_path):
     assert main(argv) == 0
     s = json.loads((out / "summary.json").read_text())
     sc = s["provenance"]["scenario"]
-    assert (sc["cache"]["policy"], sc["cache"]["capacity"], sc["cache"]["scope"]) == ("belady", 16, "per-layer")
+    assert (sc["cache"]["policy"], sc["cache"]["capacity"], sc["cache"]["scope"]) == (
+        "belady",
+        16,
+        "per-layer",
+    )
     assert (sc["predictor"]["name"], sc["predictor"]["horizon"], sc["batch"]) == ("prev-token", 2, 2)
     assert s["provenance"]["profile"] == "estimated:a100-80gb-sxm"
     assert s["counts"]["tokens"] == 4 * 128 and s["counts"]["decode_steps"] == 2 * 128

@@ -20,6 +20,7 @@ from moesim.experiments.sweep import (
     point_path,
     resolve_metric,
     run_sweep,
+    shared_runs,
 )
 
 
@@ -89,6 +90,22 @@ def test_table_is_identical_across_worker_counts(tiny_scenario, tmp_path):
     assert row["counts.hits"].item() == r.summary["counts"]["hits"]
     assert row["latency.tpot_ms.mean"].item() == r.summary["latency"]["tpot_ms"]["mean"]
     assert resolve_metric(t, "hit_rate") == "counts.hit_rate"
+
+
+def test_points_with_the_same_run_run_once_and_match_running_each(tiny_scenario, tmp_path):
+    """ "none" never predicts, so its horizons are one run: simulated once, recorded for each point
+    with its own scenario, and the table equals the one from running every point (keep_runs)."""
+    plan = SweepPlan.from_grid(tiny_scenario, GRID)
+    shared = shared_runs(plan, range(len(plan.points)))
+    assert {j: lead for j, (lead, _) in shared.items()} == {1: 0, 5: 4}  # none at horizon 2 -> horizon 1
+    once = run_sweep(plan, tmp_path / "once", jobs=1)
+    each = run_sweep(plan, tmp_path / "each", jobs=1, keep_runs=True)
+    assert (once.ran, once.shared, each.ran, each.shared) == (8, 2, 8, 0)
+    assert (tmp_path / "once" / "results.csv").read_bytes() == (
+        tmp_path / "each" / "results.csv"
+    ).read_bytes()
+    rec = json.loads(point_path(tmp_path / "once", 5).read_text())
+    assert rec["same_run_as"] == 4 and rec["summary"]["provenance"]["scenario"]["predictor"]["horizon"] == 2
 
 
 def test_failing_point_is_recorded_and_exit_is_nonzero_at_the_end(tiny_scenario, tmp_path, capsys):

@@ -50,6 +50,8 @@ def test_well_formed_and_deterministic(traces, name, horizon):
             assert all(layer * E <= k < (layer + 1) * E for k in keys), "keys outside the target layer"
             assert len(set(keys)) == len(keys)
             assert scores is None or len(scores) == len(keys)
+    if not PREDICTORS.get(name).predicts:  # declared never to predict: sweeps share its runs
+        assert all(not preds for _, preds in a)
 
 
 @pytest.mark.parametrize("name", [n for n in PREDICTORS.names() if not PREDICTORS.get(n).lookahead])

@@ -117,3 +117,15 @@ def test_every_predictor_runs_batched(name):
     a = simulate(p).summary
     assert a == simulate(p).summary
     assert a["counts"]["accesses"] > 0
+
+
+def test_markov_counts_skip_distances_longer_than_a_sequence():
+    """A sequence shorter than a transition distance has no pairs at that distance (hypothesis
+    found the slice's negative stop counting from the end)."""
+    from moesim.policies.predictors.markov import transition_counts
+    from tests.helpers import random_trace
+
+    trace = random_trace(np.random.default_rng(0), 2, [2, 5], 1, 4, 1)
+    counts, pop = transition_counts(trace, (1, 3))
+    assert counts[0].sum() == 1 + 4 and counts[1].sum() == 0 + 2  # pairs per sequence: n - d if positive
+    assert pop.sum() == 7

@@ -68,6 +68,21 @@ class CachePolicy(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    def fast_len(self):
+        """The size function to bind on the hot path (a dict-backed policy returns its dict's)."""
+        return self.__len__
+
+    def fast_hit(self):
+        """Optionally, ``on_hit`` as a one-argument callable (key) for policies that ignore ``pos``
+        (a dict-backed LRU returns its dict's ``move_to_end``). None: the pool calls ``on_hit``."""
+        return None
+
+    def fast_insert(self):
+        """Optionally, ``ExpertPool.insert`` fused for this policy (make room, admit) as one call,
+        which must behave exactly as the pool's composition of ``incoming``, ``victim``, ``evict``
+        and ``admit`` (tests/policies/test_fast_paths.py checks it). None: the pool composes them."""
+        return None
+
     @abstractmethod
     def on_hit(self, key: int, pos: int) -> None:
         """A demand access found ``key`` resident."""

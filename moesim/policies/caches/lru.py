@@ -26,6 +26,37 @@ class LRU(CachePolicy):
     def __len__(self) -> int:
         return len(self._order)
 
+    def fast_len(self):
+        return self._order.__len__
+
+    def fast_insert(self):
+        cls = type(self)
+        if (cls.victim, cls.evict, cls.admit, cls.incoming) != (
+            LRU.victim,
+            LRU.evict,
+            LRU.admit,
+            CachePolicy.incoming,
+        ):
+            return None  # a subclass changed the parts: let the pool compose them
+        order, cap = self._order, self.capacity
+
+        def insert(key, pos, prefetch, pinned, evicted, score=None) -> bool:
+            if len(order) >= cap:
+                for victim in order:  # victim(), inlined
+                    if victim not in pinned:
+                        break
+                else:
+                    return False
+                del order[victim]
+                evicted.append(victim)
+            order[key] = None
+            return True
+
+        return insert
+
+    def fast_hit(self):
+        return self._order.move_to_end if type(self).on_hit is LRU.on_hit else None
+
     def on_hit(self, key: int, pos: int) -> None:
         self._order.move_to_end(key)
 

@@ -50,6 +50,9 @@ class Predictor:
     fires: ClassVar[str] = AFTER_GATE
     observes: ClassVar[frozenset[str]] = frozenset({"routing"})
     lookahead: ClassVar[bool] = False
+    # False: never predicts, so the planner's settings (horizon, top-n...) cannot change a run and
+    # the run is its own on-demand baseline (checked by the contract tests).
+    predicts: ClassVar[bool] = True
     params: ClassVar[dict[str, object]] = {}  # accepted ``predictor.params`` keys and defaults
     # Where the predictor's own computation runs: "cpu" (beside the GPU stream: it only delays its
     # prefetches) or "gpu" (on the compute stream: it also delays the layer).

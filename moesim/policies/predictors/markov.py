@@ -33,7 +33,7 @@ def transition_counts(trace: Trace, distances: tuple[int, ...]) -> tuple[np.ndar
             pop[layer] += x[layer::L].sum(0)
         for i, d in enumerate(distances):
             for layer in range(L):
-                src = x[layer : n - d : L]
+                src = x[layer : max(0, n - d) : L]  # a negative stop would count from the end
                 if len(src):
                     counts[i, layer] += src.T @ x[layer + d :: L][: len(src)]
     return counts, pop

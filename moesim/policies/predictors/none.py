@@ -10,3 +10,4 @@ class NoPrediction(Predictor):
 
     name = "none"
     observes = frozenset()
+    predicts = False
