@@ -123,6 +123,30 @@ class CopyEngine:
         tr.end = free[lane] = start + tr.dur
         tr.state = STARTED
 
+    def submit_demands(
+        self, keys: list[int], now: float, dur: float, nbytes: int, inflight: dict, ready: list[float]
+    ) -> None:
+        """Demand copies of ``keys`` issued at ``now`` in this order, with nothing to wait for first
+        (callers have advanced the engine to ``now``): each is timed at once, stored in
+        ``inflight[key]``, and its end appended to ``ready``. One call per layer-step's misses."""
+        free = self.free
+        if len(free) != 1:
+            for key in keys:
+                tr = Transfer(key, now, dur, True, nbytes)
+                self.schedule(tr, now)
+                inflight[key] = tr
+                ready.append(tr.end)
+            return
+        f = free[0] if free[0] > now else now
+        for key in keys:
+            tr = Transfer(key, now, dur, True, nbytes)
+            tr.start = f
+            tr.end = f = f + dur
+            tr.state = STARTED
+            inflight[key] = tr
+            ready.append(f)
+        free[0] = f
+
     def promote(self, tr: Transfer, now: float) -> None:
         """The gate needs a prefetch that has not started: it becomes a demand copy (after ``advance(now)``)."""
         if tr.state == PENDING:

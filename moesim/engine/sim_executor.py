@@ -269,11 +269,8 @@ class SimExecutor:
                             waits.append(end)
                         else:
                             n_done += 1
-                for key in miss_keys:
-                    tr = Transfer(key, t_gate, dur, True, nbytes)
-                    schedule(tr, t_gate)  # the engine has advanced to t_gate above
-                    inflight[key] = tr
-                    waits.append(tr.end)
+                if miss_keys:
+                    engine.submit_demands(miss_keys, t_gate, dur, nbytes, inflight, waits)
             else:
                 # ready time of each routed expert, in access order
                 ready: list[tuple[float, int]] = []

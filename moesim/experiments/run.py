@@ -6,6 +6,8 @@ line and leaves no files behind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -22,7 +24,7 @@ from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
 from moesim.experiments.scenario import Scenario
-from moesim.io import dumps_json
+from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.summary import build_extras, build_summary, build_tables
 from moesim.models.spec import ModelSpec
@@ -357,7 +359,11 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
     return prov
 
 
-def run_prepared(p: Prepared, progress=None, record: bool = False, timeline: bool = False) -> RunResult:
+def run_prepared(
+    p: Prepared, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
+) -> RunResult:
+    """Simulate ``p``. ``baselines``: a directory where runs sharing it (a sweep's workers) leave
+    and find on-demand baselines (see ``on_demand_misses``)."""
     wall0 = time.perf_counter()
     core = build_core(p, record=record)
     costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
@@ -368,8 +374,11 @@ def run_prepared(p: Prepared, progress=None, record: bool = False, timeline: boo
     if batcher is not None:
         stats.ttft_ms = [r.first_token - r.arrival for r in batcher.requests if r.first_token >= 0]
     prov = provenance(p, "sim", p.profile.device)
-    # Decisions do not depend on timing, so with no predictor this run is its own baseline.
-    misses = on_demand_misses(p, prov) if core.predictor.predicts else core.misses
+    if core.predictor.predicts:
+        misses = on_demand_misses(p, prov, baselines)
+    else:  # decisions do not depend on timing, so with no predictor this run is its own baseline
+        misses = core.misses
+        _keep_baseline(_baseline_key(p, prov), misses, baselines)
     tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
     summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
     if batcher is not None:
@@ -386,17 +395,16 @@ def run_prepared(p: Prepared, progress=None, record: bool = False, timeline: boo
     return RunResult(summary, tokens, layers, wallclock, core.log, extras=extras, timeline=stats.timeline)
 
 
-# Baselines by input identity: a sweep worker (or a notebook) replays one trace and cache at many
+# Baselines by input identity: a sweep (or a notebook) replays one trace and cache at many
 # predictor settings, and the on-demand baseline does not depend on the predictor.
 _BASELINES: dict[str, int] = {}
 _BASELINES_MAX = 256
 
 
-def on_demand_misses(p: Prepared, prov: dict) -> int:
-    """Demand misses of the same run with no predictor (the denominator of bytes vs on-demand)."""
+def _baseline_key(p: Prepared, prov: dict) -> str:
     sc = dict(prov["scenario"])
     sc["predictor"] = {"fit_trace": sc["predictor"].get("fit_trace")}  # cache sizing may read it
-    key = dumps_json(
+    return dumps_json(
         {
             "scenario": sc,
             "trace": prov["trace_sha256"],
@@ -404,16 +412,41 @@ def on_demand_misses(p: Prepared, prov: dict) -> int:
             "model": repr(p.model),
         }
     )
+
+
+def _baseline_file(key: str, store: Path) -> Path:
+    return store / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json")
+
+
+def _keep_baseline(key: str, misses: int, store: Path | None) -> None:
+    _remember(_BASELINES, key, misses, _BASELINES_MAX)
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(_baseline_file(key, store), {"key": key, "misses": misses})
+
+
+def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
+    """Demand misses of the same run with no predictor (the denominator of bytes vs on-demand):
+    remembered in this process, found in ``store`` if another process left it there, else replayed."""
+    key = _baseline_key(p, prov)
     misses = _BASELINES.get(key)
     if misses is not None:
         return misses
+    if store is not None:
+        try:
+            doc = json.loads(_baseline_file(key, store).read_text(encoding="utf-8"))
+            if doc.get("key") == key and isinstance(doc.get("misses"), int):
+                _remember(_BASELINES, key, doc["misses"], _BASELINES_MAX)
+                return doc["misses"]
+        except (OSError, ValueError):
+            pass  # not there (yet): replay it
     baseline = build_core(p, predictor_name="none")
     if _batcher(p) is None:
         run_decisions(baseline, p.groups())
     else:  # who shares a step depends on time, so the baseline needs its own timed replay
         costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
         SimExecutor(costs, p.prompt_tokens, batcher=_batcher(p)).run(baseline, [])
-    _remember(_BASELINES, key, baseline.misses, _BASELINES_MAX)
+    _keep_baseline(key, baseline.misses, store)
     return baseline.misses
 
 
@@ -460,5 +493,7 @@ def request_summary(requests) -> dict:
     }
 
 
-def run_scenario(sc: Scenario, progress=None, record: bool = False, timeline: bool = False) -> RunResult:
-    return run_prepared(prepare(sc), progress=progress, record=record, timeline=timeline)
+def run_scenario(
+    sc: Scenario, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
+) -> RunResult:
+    return run_prepared(prepare(sc), progress=progress, record=record, timeline=timeline, baselines=baselines)

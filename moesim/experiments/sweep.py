@@ -8,6 +8,7 @@ Layout of a sweep directory::
     DIR/results.parquet   the table: one row per finished point, sorted by point index
     DIR/results.csv       the same table as CSV
     DIR/runs/00007/       the point's full run directory (only with keep_runs)
+    DIR/baselines/        on-demand baselines the points share (``run.on_demand_misses``)
 
 The table is assembled from the point files alone, never from in-memory results, so the same plan
 gives the same bytes whichever backend ran it and in whatever order points finished; ``resume``
@@ -140,7 +141,7 @@ class SweepPlan:
             "points": self.points,
         }
 
-    def task(self, index: int, run_dir: Path | None) -> dict[str, Any]:
+    def task(self, index: int, run_dir: Path | None, baselines: Path | None = None) -> dict[str, Any]:
         return {
             "index": index,
             "scenario": self.scenario,
@@ -148,6 +149,7 @@ class SweepPlan:
             "overrides": self.points[index],
             "cwd": self.cwd,
             "run_dir": str(run_dir) if run_dir is not None else None,
+            "baselines": str(baselines) if baselines is not None else None,
         }
 
 
@@ -172,7 +174,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         if task.get("cwd") and os.path.isdir(task["cwd"]):
             os.chdir(task["cwd"])
         sc = resolve_scenario(task["scenario"], task["base"], task["overrides"])
-        result = run_scenario(sc)
+        result = run_scenario(sc, baselines=Path(task["baselines"]) if task.get("baselines") else None)
         if task.get("run_dir"):
             result.write(task["run_dir"])
         record.update(status="ok", error=None, summary=result.summary)
@@ -338,6 +340,7 @@ def _prepare_dir(out: Path, plan: SweepPlan, resume: bool, force: bool) -> None:
         if force:
             shutil.rmtree(out / "points", ignore_errors=True)
             shutil.rmtree(out / "runs", ignore_errors=True)
+            shutil.rmtree(out / "baselines", ignore_errors=True)
         elif not resume:
             fail(
                 f"{out}: already holds a sweep; add --resume to finish it, --force to start over, "
@@ -383,7 +386,11 @@ def run_sweep(
     # Points that resolve to the same run (e.g. predictor "none" at several horizons) run once;
     # with keep_runs every point writes its own run directory, so every point runs.
     shared = {} if keep_runs else shared_runs(plan, todo)
-    tasks = [plan.task(i, out / "runs" / f"{i:05d}" if keep_runs else None) for i in todo if i not in shared]
+    tasks = [
+        plan.task(i, out / "runs" / f"{i:05d}" if keep_runs else None, out / "baselines")
+        for i in todo
+        if i not in shared
+    ]
     followers: dict[int, list[int]] = {}
     for j, (lead, _) in shared.items():
         followers.setdefault(lead, []).append(j)

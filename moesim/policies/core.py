@@ -19,6 +19,8 @@ from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
 from moesim.traces.replay import Group
 
+_NEVER = -(1 << 62)  # "evicted at" of an expert never evicted
+
 
 @dataclass(frozen=True)
 class PlannerConfig:
@@ -68,7 +70,8 @@ class PolicyCore:
         self.token_base = 0  # decode steps replayed before the current group
         self._pins: set[int] = set()
         self._prefetched: set[int] = set()  # admitted by prefetch, not yet demanded
-        self._evicted_at: dict[int, int] = {}  # key -> decode step of its last eviction
+        # per key, the decode step of its last eviction (a list: the hot path indexes it)
+        self._evicted_at: list[int] = [_NEVER] * (num_layers * num_experts)
 
         # outputs of the last call
         self.hit_keys: list[int] = []
@@ -134,7 +137,7 @@ class PolicyCore:
         if self._reset and group.index > 0:
             self.flushed = self._flush_unused()
             self.pool = self._pool_factory()
-            self._evicted_at.clear()
+            self._evicted_at = [_NEVER] * (self.L * self.E)
         self.group = group
         self._steps = group.steps
         self._clear_outputs()
@@ -164,21 +167,56 @@ class PolicyCore:
     def gate(self, s: int) -> None:
         keys = self._steps[s]
         layer = s % self.L
-        self._clear_outputs()
+        hit_keys, miss_keys, hit_was_prefetch = self.hit_keys, self.miss_keys, self.hit_was_prefetch
+        hit_keys.clear()
+        miss_keys.clear()
+        hit_was_prefetch.clear()
+        self.loads.clear()
+        self.evicted.clear()
+        self.evicted_prefetch.clear()
+        if not self._simple:
+            self._clear_tier_outputs()
         pool = self.pool
         pins = self._pins
         pins.clear()
         pins.update(keys)
         if self._by_target is not None:
             self._drop_stale(s, keys)
-        hit_keys, miss_keys, hit_was_prefetch = self.hit_keys, self.miss_keys, self.hit_was_prefetch
         contains, pool_hit, hit_key = pool.contains, pool.hit, pool.hit_key
         prefetched = self._prefetched
-        last_used = self._last_used
+        useful = self.layer_prefetch_useful
         log = self.log
         pos = self.pos
-        simple = self._simple
         token = self.token_base + s // self.L
+        if self._simple and log is None:
+            # The common case (every miss fetched, no decision log), kept short; same steps as below.
+            insert = self._insert
+            for key in keys:
+                if contains(key):
+                    if hit_key is not None:
+                        hit_key(key)
+                    else:
+                        pool_hit(key, pos)
+                    hit_keys.append(key)
+                    if key in prefetched:
+                        prefetched.discard(key)
+                        hit_was_prefetch.append(True)
+                        useful[layer] += 1
+                    else:
+                        hit_was_prefetch.append(False)
+                else:
+                    if not insert(key, pos, False, s, token):
+                        self.bypassed += 1  # no evictable slot (cache.bypass): streamed, not kept
+                    miss_keys.append(key)
+                pos += 1
+            self.pos = pos
+            self.layer_accesses[layer] += len(keys)
+            self.layer_present[layer] += len(hit_keys)
+            if self._observe is not None:
+                self._observe(s, keys)
+            return
+        last_used = self._last_used
+        simple = self._simple
         for i, key in enumerate(keys):
             if contains(key):
                 if hit_key is not None:
@@ -190,7 +228,7 @@ class PolicyCore:
                 if key in prefetched:
                     prefetched.discard(key)
                     hit_was_prefetch.append(True)
-                    self.layer_prefetch_useful[layer] += 1
+                    useful[layer] += 1
                 else:
                     hit_was_prefetch.append(False)
                 if log is not None:
@@ -198,7 +236,7 @@ class PolicyCore:
             else:
                 if simple:
                     if not self._insert(key, pos, False, s, token):
-                        self.bypassed += 1  # no evictable slot (cache.bypass): streamed, not kept
+                        self.bypassed += 1
                     miss_keys.append(key)
                 else:
                     self._miss(key, i, s, pos, token)
@@ -231,11 +269,14 @@ class PolicyCore:
         self.evicted.clear()
         self.evicted_prefetch.clear()
         if not self._simple:
-            self.miss_from_ssd.clear()
-            self.load_from_ssd.clear()
-            self.cpu_keys.clear()
-            self.cpu_from_ssd.clear()
-            self.substitutes.clear()
+            self._clear_tier_outputs()
+
+    def _clear_tier_outputs(self) -> None:
+        self.miss_from_ssd.clear()
+        self.load_from_ssd.clear()
+        self.cpu_keys.clear()
+        self.cpu_from_ssd.clear()
+        self.substitutes.clear()
 
     def _miss(self, key: int, i: int, s: int, pos: int, token: int) -> None:
         """A demand miss under a miss handler other than plain fetch, or with a DRAM tier."""
@@ -302,14 +343,14 @@ class PolicyCore:
             victim = evicted[n]
             self.layer_evictions[victim // self.E] += 1
             evicted_at[victim] = token
-            if victim in self._prefetched:
-                self._prefetched.discard(victim)
+            prefetched = self._prefetched
+            if victim in prefetched:
+                prefetched.discard(victim)
                 self.prefetch_unused += 1
                 self.evicted_prefetch.append(victim)
             if self.log is not None:
                 self.log.append(("E", s, victim))
-        last = evicted_at.get(key)
-        if last is not None and token - last <= self._window:
+        if token - evicted_at[key] <= self._window:
             self.refetches += 1
         return True
 
@@ -325,6 +366,9 @@ class PolicyCore:
         restore = pins.copy()
         add_pin = pins.add
         token = self.token_base + max(s, 0) // self.L
+        insert, pos, E = self._insert, self.pos, self.E
+        add_prefetched, add_load, issued = self._prefetched.add, self.loads.append, self.layer_prefetch_issued
+        by_target, dram, log = self._by_target, self.dram, self.log
         for target, keys, scores in predictions:
             cand = keys[:n]
             if thr is not None and scores is not None:
@@ -333,18 +377,16 @@ class PolicyCore:
                 scores = [scores[i] for i in kept]
             for i, key in enumerate(cand):
                 if not contains(key):
-                    if not self._insert(
-                        key, self.pos, True, s, token, scores[i] if scores is not None else None
-                    ):
+                    if not insert(key, pos, True, s, token, scores[i] if scores is not None else None):
                         continue
-                    self._prefetched.add(key)
-                    self.loads.append(key)
-                    if self._by_target is not None:
-                        self._by_target.setdefault(target, []).append(key)
-                    if self.dram is not None:
-                        self.load_from_ssd.append(self._from_dram(key, self.pos, True))
-                    self.layer_prefetch_issued[key // self.E] += 1
-                    if self.log is not None:
-                        self.log.append(("P", s, key, target))
+                    add_prefetched(key)
+                    add_load(key)
+                    issued[key // E] += 1
+                    if by_target is not None:
+                        by_target.setdefault(target, []).append(key)
+                    if dram is not None:
+                        self.load_from_ssd.append(self._from_dram(key, pos, True))
+                    if log is not None:
+                        log.append(("P", s, key, target))
                 add_pin(key)
         self._pins = restore
