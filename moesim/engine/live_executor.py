@@ -152,6 +152,8 @@ class _Token:
     late: int = 0
     misses: int = 0
     bytes_h2d: int = 0
+    evictions: int = 0
+    refetches: int = 0
     stall: float = 0.0  # CPU: measured directly; CUDA: filled in after the run
 
 
@@ -398,6 +400,9 @@ class LiveExecutor:
         tokens = self._tokens
         ps = group.prefill_steps
 
+        # what the group's first predictions copy and evict counts to its first step
+        tok_bytes0 = self._h2d_bytes
+        tok_ev0, tok_rf0 = core.evictions, core.refetches
         core.start_group(group)
         if core.flushed:
             self._finish(core, stats, core.flushed)
@@ -405,7 +410,6 @@ class LiveExecutor:
         self._issue_prefetches(core, stats)
         first_batch = group.prompt_tokens if ps else (group.active[0] if group.active else 0)
         tok = _Token(group.index, -1 if ps else 0, first_batch, marks.mark())
-        tok_bytes0 = self._h2d_bytes
         h = None
         last_mark = tok.start
         prev_end = 0.0
@@ -556,11 +560,14 @@ class LiveExecutor:
                 stats.prefill_stall_ms += tok.stall
                 tok = _Token(group.index, 0, group.active[0] if group.active else 0, last_mark)
                 tok_bytes0 = self._h2d_bytes
+                tok_ev0, tok_rf0 = core.evictions, core.refetches
             elif layer == L - 1 and s >= ps:
                 tok.end = last_mark = marks.mark()
                 tok.bytes_h2d = self._h2d_bytes - tok_bytes0
+                tok.evictions, tok.refetches = core.evictions - tok_ev0, core.refetches - tok_rf0
                 tokens.append(tok)
                 tok_bytes0 = self._h2d_bytes
+                tok_ev0, tok_rf0 = core.evictions, core.refetches
                 if t + 1 < group.num_tokens:
                     tok = _Token(group.index, t + 1, group.active[t + 1], last_mark)
         core.end_group()
@@ -597,6 +604,8 @@ class LiveExecutor:
             stats.tok_late.append(tok.late)
             stats.tok_misses.append(tok.misses)
             stats.tok_bytes_h2d.append(tok.bytes_h2d)
+            stats.tok_evictions.append(tok.evictions)
+            stats.tok_refetches.append(tok.refetches)
 
 
 def copy_end(marks: Any, tr: LiveTransfer) -> float:

@@ -179,13 +179,15 @@ class SimExecutor:
         fast = counts_all is None and simple and self._slices is None
 
         self._E = core.E
+        # what the group's first predictions copy and evict counts to its first step
+        tok_bytes0 = self._h2d_bytes
+        tok_ev0, tok_rf0 = core.evictions, core.refetches
         core.start_group(group)
         if core.flushed:
             self._finish(core, env.now, stats, core.flushed)
         self._issue_prefetches(core, env.now, stats)
         n_steps = len(group.steps)
         tok_start = env.now
-        tok_bytes0 = self._h2d_bytes
         tok_stall = tok_compute = 0.0
         tok_hits = tok_late = tok_miss = 0
         ps = group.prefill_steps
@@ -373,6 +375,7 @@ class SimExecutor:
                 stats.prefill_stall_ms += tok_stall
                 tok_start = env.now
                 tok_bytes0 = self._h2d_bytes
+                tok_ev0, tok_rf0 = core.evictions, core.refetches
                 tok_stall = tok_compute = 0.0
                 tok_hits = tok_late = tok_miss = 0
             else:
@@ -386,6 +389,10 @@ class SimExecutor:
                 stats.tok_late.append(tok_late)
                 stats.tok_misses.append(tok_miss)
                 stats.tok_bytes_h2d.append(self._h2d_bytes - tok_bytes0)
+                ev, rf = core.evictions, core.refetches
+                stats.tok_evictions.append(ev - tok_ev0)
+                stats.tok_refetches.append(rf - tok_rf0)
+                tok_ev0, tok_rf0 = ev, rf
                 tok_start = env.now
                 tok_bytes0 = self._h2d_bytes
                 tok_stall = tok_compute = 0.0

@@ -24,6 +24,8 @@ class RunStats:
     tok_late: list[int] = field(default_factory=list)
     tok_misses: list[int] = field(default_factory=list)
     tok_bytes_h2d: list[int] = field(default_factory=list)
+    tok_evictions: list[int] = field(default_factory=list)  # GPU evictions during the step
+    tok_refetches: list[int] = field(default_factory=list)  # loads of experts evicted shortly before
     # per MoE layer
     layer_late: list[int] = field(default_factory=list)
     layer_stall_ms: list[float] = field(default_factory=list)

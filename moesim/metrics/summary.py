@@ -38,6 +38,8 @@ def build_tables(
             "late_hits": stats.tok_late,
             "misses": stats.tok_misses,
             "bytes_h2d": stats.tok_bytes_h2d,
+            "evictions": stats.tok_evictions,
+            "refetches": stats.tok_refetches,
         }
     )
     acc = np.asarray(core.layer_accesses)

@@ -167,15 +167,8 @@ class PolicyCore:
     def gate(self, s: int) -> None:
         keys = self._steps[s]
         layer = s % self.L
+        self._clear_outputs()
         hit_keys, miss_keys, hit_was_prefetch = self.hit_keys, self.miss_keys, self.hit_was_prefetch
-        hit_keys.clear()
-        miss_keys.clear()
-        hit_was_prefetch.clear()
-        self.loads.clear()
-        self.evicted.clear()
-        self.evicted_prefetch.clear()
-        if not self._simple:
-            self._clear_tier_outputs()
         pool = self.pool
         pins = self._pins
         pins.clear()
@@ -269,14 +262,11 @@ class PolicyCore:
         self.evicted.clear()
         self.evicted_prefetch.clear()
         if not self._simple:
-            self._clear_tier_outputs()
-
-    def _clear_tier_outputs(self) -> None:
-        self.miss_from_ssd.clear()
-        self.load_from_ssd.clear()
-        self.cpu_keys.clear()
-        self.cpu_from_ssd.clear()
-        self.substitutes.clear()
+            self.miss_from_ssd.clear()
+            self.load_from_ssd.clear()
+            self.cpu_keys.clear()
+            self.cpu_from_ssd.clear()
+            self.substitutes.clear()
 
     def _miss(self, key: int, i: int, s: int, pos: int, token: int) -> None:
         """A demand miss under a miss handler other than plain fetch, or with a DRAM tier."""

@@ -4,7 +4,12 @@ Scopes: ``global`` (one pool for every layer), ``per-layer`` (``capacity`` slots
 ``split`` (``capacity`` slots in total, divided among the layers by a sizing rule, see
 ``moesim/policies/sizing.py``). The pool asks its policy for a victim and commits the eviction
 itself, so no policy can exceed capacity or evict a pinned expert (the contract tests check both
-through this one door).
+through this one door). A policy's fused ``fast_insert`` stands in for that composition only where
+tests/policies/test_fast_paths.py shows it behaves identically.
+
+The hot path's calls are attributes bound at construction: ``contains(key)``, ``hit(key, pos)``,
+``hit_key(key)`` (or None) and ``insert(key, pos, prefetch, pinned, evicted, score=None) -> bool``
+(see ``_inserter``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,15 @@ from moesim.experiments.run import prepare, run_prepared
 from moesim.experiments.scenario import load_scenario
 from tests.live.conftest import live_prepared, tiny_model
 
-FILES = {"summary.json", "tokens.csv", "layers.csv", "tokens.parquet", "layers.parquet", "wallclock.json"}
+FILES = {
+    "summary.json",
+    "tokens.csv",
+    "layers.csv",
+    "tokens.parquet",
+    "layers.parquet",
+    "wallclock.json",
+    "run_extras.parquet",
+}
 
 
 def _keys(d, prefix=""):
@@ -42,6 +50,9 @@ def test_same_schema_and_files_as_the_simulator(small_scenario, tmp_path):
     assert _keys(live.summary) == _keys(sim.summary)
     assert list(live.tokens.columns) == list(sim.tokens.columns)
     assert list(live.layers.columns) == list(sim.layers.columns)
+    # churn per step is decision-side: the same in both executors
+    churn = ["evictions", "refetches"]
+    assert live.tokens[churn].equals(sim.tokens[churn]) and sim.tokens["evictions"].sum() > 0
     prov = live.summary["provenance"]
     assert prov["executor"] == "live"
     assert prov["live"]["layers_replayed"] == 3 and prov["live"]["device_info"]["torch"]
