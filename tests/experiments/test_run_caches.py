@@ -1,0 +1,54 @@
+"""What a process keeps between runs (loaded traces, replay groups, on-demand baselines) is reused
+only while its inputs are unchanged, and never changes a result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from moesim.experiments.overrides import resolve_scenario
+from moesim.experiments.run import on_demand_misses, prepare, provenance, run_prepared
+from moesim.traces.native import save_trace
+from tests.helpers import random_trace
+
+L, E, K = 16, 64, 8  # olmoe-1b-7b's shape, so the catalog model fits the trace
+
+
+def _scenario(path, **over):
+    base = {"model.name": "olmoe-1b-7b", "trace.path": str(path), "hardware.profile": "estimated:h100-pcie"}
+    return resolve_scenario(None, None, {**base, **over})
+
+
+def test_trace_and_groups_are_reused_until_the_files_change(tmp_path):
+    path = tmp_path / "t.moetrace"
+    save_trace(random_trace(np.random.default_rng(1), 3, 6, L, E, K), path)
+    a, b = prepare(_scenario(path)), prepare(_scenario(path, **{"cache.capacity": 128}))
+    assert b.trace is a.trace and b.groups() is a.groups()
+    assert prepare(_scenario(path, **{"trace.max_sequences": 2})).trace is not a.trace  # another selection
+    save_trace(random_trace(np.random.default_rng(2), 3, 7, L, E, K), path)  # replaces it atomically
+    c = prepare(_scenario(path))
+    assert c.trace is not a.trace and len(c.trace.experts) == 21
+    assert sum(len(g.steps) for g in c.groups()) == 21 * L
+    a.trace = a.trace.select([0])  # a caller's own trace is never served from the cache
+    assert len(list(a.groups())) == 1
+
+
+def test_baselines_left_in_a_directory_are_found_and_checked(tmp_path):
+    path = tmp_path / "t.moetrace"
+    save_trace(random_trace(np.random.default_rng(3), 2, 9, L, E, K), path)
+    store = tmp_path / "baselines"
+    none = run_prepared(
+        prepare(_scenario(path, **{"predictor.name": "none", "cache.capacity": 64})), baselines=store
+    )
+    (f,) = store.iterdir()
+    doc = json.loads(f.read_text())
+    assert doc["misses"] == none.summary["counts"]["misses"]
+    p = prepare(_scenario(path, **{"predictor.name": "oracle", "cache.capacity": 64}))
+    from moesim.experiments import run as run_mod
+
+    run_mod._BASELINES.clear()  # as in another worker process
+    assert on_demand_misses(p, provenance(p, "sim", "x"), store) == doc["misses"]
+    f.write_text(json.dumps({"key": "another run", "misses": 1}))  # not this run's: replayed instead
+    run_mod._BASELINES.clear()
+    assert on_demand_misses(p, provenance(p, "sim", "x"), store) == doc["misses"]
