@@ -325,14 +325,7 @@ class LiveExecutor:
             free.append(self._slot_of.pop(key))  # a copy into it queues behind any still writing it
             tr = inflight.pop(key, None)
             if tr is not None and key in unused:
-                layer = key // E
-                if worker.cancel(tr):
-                    stats.layer_prefetch_cancelled[layer] += 1
-                    stats.layer_bytes_prefetch[layer] -= tr.nbytes
-                    self._h2d_bytes -= tr.nbytes
-                else:
-                    stats.layer_prefetch_wasted[layer] += 1
-                    stats.layer_bytes_wasted[layer] += tr.nbytes
+                self._h2d_bytes -= stats.unused_prefetch(key // E, tr.nbytes, worker.cancel(tr))
 
     def _submit(self, key: int, demand: bool, now: float, from_ssd: bool, resident: bool) -> LiveTransfer:
         if resident:
@@ -370,11 +363,8 @@ class LiveExecutor:
         """Prefetched experts never demanded (at the end, or dropped by a per-sequence reset) are wasted."""
         for key in core.finish() if keys is None else keys:
             tr = self._inflight.get(key)
-            if tr is None:
-                continue
-            layer = key // core.E
-            stats.layer_prefetch_wasted[layer] += 1
-            stats.layer_bytes_wasted[layer] += tr.nbytes
+            if tr is not None:
+                stats.unused_prefetch(key // core.E, tr.nbytes, cancelled=False)
 
     def _cpu_expert(self, key: int, x: torch.Tensor) -> torch.Tensor:
         """One missed expert on the host CPU, from host memory (the miss handler's ``cpu``)."""

@@ -107,22 +107,12 @@ class SimExecutor:
         engine, inflight, E = self._engine, self._inflight, core.E
         for key in core.evicted_prefetch:
             tr = inflight.pop(key)
-            layer = key // E
-            if engine.cancel(tr, now):
-                stats.layer_prefetch_cancelled[layer] += 1
-                stats.layer_bytes_prefetch[layer] -= tr.nbytes
-                self._h2d_bytes -= tr.nbytes
-            else:
-                stats.layer_prefetch_wasted[layer] += 1
-                stats.layer_bytes_wasted[layer] += tr.nbytes
+            self._h2d_bytes -= stats.unused_prefetch(key // E, tr.nbytes, engine.cancel(tr, now))
 
     def _finish(self, core: PolicyCore, now: float, stats: RunStats, keys: list[int] | None = None) -> None:
         """Prefetched experts never demanded (at the end, or dropped by a per-sequence reset) are wasted."""
         for key in core.finish() if keys is None else keys:
-            tr = self._inflight.pop(key)
-            layer = key // core.E
-            stats.layer_prefetch_wasted[layer] += 1
-            stats.layer_bytes_wasted[layer] += tr.nbytes
+            stats.unused_prefetch(key // core.E, self._inflight.pop(key).nbytes, cancelled=False)
 
     def _cpu_and_substitutes(
         self, core: PolicyCore, group: Group, s: int, t_gate: float, ready, stats

@@ -59,3 +59,14 @@ class RunStats:
                 setattr(self, name, [0] * L)
         if not self.layer_stall_ms:
             self.layer_stall_ms = [0.0] * L
+
+    def unused_prefetch(self, layer: int, nbytes: int, cancelled: bool) -> int:
+        """Count a prefetch dropped undemanded: cancelled (its copy never ran) or wasted (it did).
+        Returns the bytes that did not move (to take off the transfer totals)."""
+        if cancelled:
+            self.layer_prefetch_cancelled[layer] += 1
+            self.layer_bytes_prefetch[layer] -= nbytes
+            return nbytes
+        self.layer_prefetch_wasted[layer] += 1
+        self.layer_bytes_wasted[layer] += nbytes
+        return 0
