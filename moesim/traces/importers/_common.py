@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,22 @@ def expand_sources(paths: Sequence[Path], patterns: Sequence[str], fmt: str) -> 
             seen.add(key)
             unique.append(f)
     return unique
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of a JSON-lines file; one line naming the
+    line on invalid JSON or a line that is not an object."""
+    with path.open(encoding="utf-8") as fh:
+        for n, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as exc:
+                fail(f"{path} line {n}: invalid JSON ({exc.msg})")
+            if not isinstance(rec, dict):
+                fail(f"{path} line {n}: expected a JSON object per line, got {type(rec).__name__}")
+            yield n, rec
 
 
 def describe_sources(paths: Sequence[Path], limit: int = 6) -> str:

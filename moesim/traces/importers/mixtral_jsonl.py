@@ -10,7 +10,6 @@ The capture dropped rows whose weights were exactly [0.5, 0.5], so some cells ar
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from moesim.errors import fail
 from moesim.traces.importers._common import (
     describe_sources,
     expand_sources,
+    jsonl_objects,
     neighbour_rows,
     offsets_from_lengths,
     ordered_unique,
@@ -52,49 +52,40 @@ class _Grid:
 
 def _parse(path: Path) -> list[_Seq]:
     seqs: dict[tuple[str, object], _Seq] = {}
-    with path.open(encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                fail(f"{path} line {n}: invalid JSON ({exc.msg})")
-            if not isinstance(rec, dict):
-                fail(f"{path} line {n}: expected a JSON object")
-            raw = "token_pos" in rec
-            need = (
-                "dataset",
-                "problem_id",
-                "layer",
-                "experts",
-                "gating_probs",
-                "token_pos" if raw else "token_idx",
+    for n, rec in jsonl_objects(path):
+        raw = "token_pos" in rec
+        need = (
+            "dataset",
+            "problem_id",
+            "layer",
+            "experts",
+            "gating_probs",
+            "token_pos" if raw else "token_idx",
+        )
+        missing = [k for k in need if k not in rec]
+        if missing:
+            fail(f"{path} line {n}: missing key(s) {', '.join(missing)} (need token_idx or token_pos)")
+        key = (str(rec["dataset"]), rec["problem_id"])
+        seq = seqs.get(key)
+        if seq is None:
+            seq = seqs[key] = _Seq(path, key[0], key[1], raw)
+        elif seq.raw != raw:
+            fail(f"{path} line {n}: mixes token_idx and token_pos records for {key[0]}/{key[1]}")
+        try:
+            layer, pos = int(rec["layer"]), int(rec["token_pos" if raw else "token_idx"])
+            ex = [int(e) for e in rec["experts"]]
+            pr = [float(p) for p in rec["gating_probs"]]
+        except (TypeError, ValueError):
+            fail(
+                f"{path} line {n}: layer/position must be integers, experts and gating_probs lists of numbers"
             )
-            missing = [k for k in need if k not in rec]
-            if missing:
-                fail(f"{path} line {n}: missing key(s) {', '.join(missing)} (need token_idx or token_pos)")
-            key = (str(rec["dataset"]), rec["problem_id"])
-            seq = seqs.get(key)
-            if seq is None:
-                seq = seqs[key] = _Seq(path, key[0], key[1], raw)
-            elif seq.raw != raw:
-                fail(f"{path} line {n}: mixes token_idx and token_pos records for {key[0]}/{key[1]}")
-            try:
-                layer, pos = int(rec["layer"]), int(rec["token_pos" if raw else "token_idx"])
-                ex = [int(e) for e in rec["experts"]]
-                pr = [float(p) for p in rec["gating_probs"]]
-            except (TypeError, ValueError):
-                fail(
-                    f"{path} line {n}: layer/position must be integers, experts and gating_probs lists of numbers"
-                )
-            if layer < 0 or pos < 0:
-                fail(f"{path} line {n}: negative layer {layer} or position {pos}")
-            seq.lines.append(n)
-            seq.layer.append(layer)
-            seq.pos.append(pos)
-            seq.experts.append(ex)
-            seq.probs.append(pr)
+        if layer < 0 or pos < 0:
+            fail(f"{path} line {n}: negative layer {layer} or position {pos}")
+        seq.lines.append(n)
+        seq.layer.append(layer)
+        seq.pos.append(pos)
+        seq.experts.append(ex)
+        seq.probs.append(pr)
     if not seqs:
         fail(f"{path}: no records")
     return list(seqs.values())

@@ -19,6 +19,7 @@ import pandas as pd
 from moesim.errors import fail
 from moesim.traces.importers._common import (
     describe_sources,
+    jsonl_objects,
     offsets_from_lengths,
     ordered_unique,
     rank_by_weight,
@@ -53,18 +54,9 @@ class _Rows:
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     records, lines = [], []
-    with path.open(encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                fail(f"{path} line {n}: invalid JSON ({exc.msg})")
-            if not isinstance(rec, dict):
-                fail(f"{path} line {n}: expected a JSON object per line, got {type(rec).__name__}")
-            records.append(rec)
-            lines.append(n)
+    for n, rec in jsonl_objects(path):
+        records.append(rec)
+        lines.append(n)
     return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64)
 
 
