@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moesim.outputs import FORCE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a Markdown file appended to the report (e.g. an investigation of the errors)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=run)
 
 
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from moesim.errors import fail
     from moesim.experiments.calibrate import CalibrateOptions, calibrate
 
+    claim = _claim_out(args)
     findings: list[str] = []
     if args.findings is not None:
         try:
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     res = calibrate(args.scenarios, args.out, opts, log=log)
+    claim.mark()
     if not args.quiet:
         h = res["headline"]
         line = f"median |TPOT error| (mean): sim {h['sim_median_abs_err_mean_pct']:.1f}%"
@@ -93,3 +98,17 @@ def run(args: argparse.Namespace) -> int:
         print(line)
         print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _claim_out(args: argparse.Namespace):
+    import contextlib
+
+    from moesim.errors import MoesimInputError
+    from moesim.experiments.scenario import load_scenario
+    from moesim.outputs import claim_output, scenario_inputs
+
+    inputs = [*args.scenarios, args.profile, args.findings]
+    for path in args.scenarios:
+        with contextlib.suppress(MoesimInputError):  # calibrate reports it in its own words
+            inputs.extend(scenario_inputs(load_scenario(path, args.overrides)))
+    return claim_output(args.out, "calibration", force=args.force, inputs=inputs)

@@ -55,12 +55,11 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moesim.capture.prompts import read_prompts
+    from moesim.outputs import claim_output
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        fail(f"{out}: already exists; pass --force to replace it")
-    if out.exists() and not (out / "trace.json").is_file():
-        fail(f"{out}: exists and is not a moesim trace; refusing to replace it (choose another --out)")
+    out = claim_output(
+        args.out, "trace", force=args.force, strict=True, inputs=[args.model, *args.prompts]
+    ).path
     domains = args.domain or []
     if len(domains) > len(args.prompts):
         fail(

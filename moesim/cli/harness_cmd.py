@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moesim.outputs import FORCE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -41,11 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--decisions", action="store_true", help="also write the policy core's log (decisions.jsonl)"
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from moesim.cli.progress import token_progress
+    from moesim.cli.run_cmd import claim_run_outputs
     from moesim.cli.summary_table import print_summary
     from moesim.engine.live.harness import run_live
     from moesim.engine.live_executor import LiveOptions
@@ -53,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from moesim.experiments.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
+    claim = claim_run_outputs(args, scenario, "run", suffix="-live")["out"]
     prepared = prepare(scenario)
-    out = args.out or Path("runs") / f"{scenario.name}-live"
+    out = claim.path
     opts = LiveOptions(
         device=args.device,
         threads=args.threads,
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     ) as prog:
         live = run_live(prepared, opts, layers=args.layers, progress=prog, record=args.decisions)
     result = live.result
-    result.write(out)
+    claim.write_dir(result.write)
     if args.decisions and result.decisions is not None:
         import json
 

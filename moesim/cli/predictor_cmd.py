@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import fail
+from moesim.outputs import FORCE_HELP, claim_output
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     common(tr)
     split_args(tr)
     tr.add_argument("--out", "-o", required=True, metavar="MODEL", help="model file (.safetensors or .pt)")
+    tr.add_argument("--force", action="store_true", help=FORCE_HELP)
     tr.set_defaults(func=run_train)
 
     ev = psub.add_parser("eval", help="accuracy on held-out sequences, per layer and per horizon")
@@ -57,6 +59,7 @@ def register(sub: Any) -> None:
         "--save-model", metavar="MODEL", help="also save the model trained here (.safetensors or .pt)"
     )
     ev.add_argument("--out", "-o", required=True, metavar="DIR")
+    ev.add_argument("--force", action="store_true", help=FORCE_HELP)
     ev.set_defaults(func=run_eval)
 
     cd = psub.add_parser("crossdomain", help="train on each domain, test on each: matrix CSV + heatmap")
@@ -65,6 +68,7 @@ def register(sub: Any) -> None:
     cd.add_argument("--horizon", type=int, default=1)
     cd.add_argument("--overprovision", type=int, default=4)
     cd.add_argument("--out", "-o", required=True, metavar="DIR")
+    cd.add_argument("--force", action="store_true", help=FORCE_HELP)
     cd.set_defaults(func=run_crossdomain)
 
     pr = psub.add_parser("predictability", help="entropy and mutual information of a trace's routing")
@@ -73,6 +77,7 @@ def register(sub: Any) -> None:
     pr.add_argument("--domain", help="use only this domain's sequences")
     pr.add_argument("--seed", type=int, default=0, help="seed of the shuffle control")
     pr.add_argument("--out", "-o", required=True, metavar="DIR")
+    pr.add_argument("--force", action="store_true", help=FORCE_HELP)
     pr.set_defaults(func=run_predictability)
 
 
@@ -159,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _check_out_model(out)
+    claim = claim_output(out, "predictor-model", force=args.force, inputs=[args.trace], directory=False)
     params = _params(args.set)
     require_trainable(args.name)
     check_params(args.name, params)
@@ -171,7 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
         fail(f"predictor {args.name} has no model to train")
     if hasattr(trained.model, "info"):
         trained.model.info = {**trained.model.info, "split": split.how, "trace": str(args.trace)}
-    save_learned(args.name, trained.model, out)
+    claim.write_file(lambda p: save_learned(args.name, trained.model, p))
     info = trained.info
     line = f"wrote {out}: {args.name}"
     if "num_params" in info:
@@ -198,19 +204,30 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.overprovision < 0:
         fail(f"--overprovision: must be >= 0, got {args.overprovision}")
     predictor_class(args.name)
+    inputs = [args.trace, args.model, args.profile, args.model_config]
+    claim = claim_output(args.out, "predictor-eval", force=args.force, inputs=inputs)
+    model_claim = None
+    if args.save_model:
+        _check_out_model(Path(args.save_model))
+        model_claim = claim_output(
+            args.save_model,
+            "predictor-model",
+            force=args.force,
+            inputs=inputs,
+            directory=False,
+            flag="--save-model",
+        )
     trace = _load(args.trace, args.domain)
     split = _split(trace, args)
     train, test = split.traces(trace)
     timing = make_timing(test, args.profile, args.model_name, args.prompt_tokens, args.model_config)
-    if args.save_model:
-        _check_out_model(Path(args.save_model))
     trained = prepare_predictor(args.name, train, params, args.seed, args.model)
     if args.save_model:
         from moesim.evaluation.harness import save_learned
 
         if trained.model is None:
             fail(f"--save-model: predictor {args.name} has no model to save")
-        save_learned(args.name, trained.model, args.save_model)
+        model_claim.write_file(lambda p: save_learned(args.name, trained.model, p))
     acc, facts = evaluate_all(
         args.name,
         trained,
@@ -253,8 +270,7 @@ def run_eval(args: argparse.Namespace) -> int:
         **facts,
         "definitions": "docs/predictors.md#metrics and moesim/evaluation/metrics.py",
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim.open_dir()
     atomic_write_json(out / "metrics.json", result)
     atomic_write_text(out / "per_layer.csv", pd.DataFrame(acc.per_layer()).to_csv(index=False))
     rel = [{"horizon": h, **r} for h in acc.horizons() for r in acc.reliability(h)]
@@ -294,6 +310,7 @@ def run_crossdomain(args: argparse.Namespace) -> int:
     params = _params(args.set)
     if args.horizon < 1:
         fail(f"--horizon: must be >= 1, got {args.horizon}")
+    claim = claim_output(args.out, "predictor-crossdomain", force=args.force, inputs=[args.trace])
     trace = _load(args.trace, args.domain)
     rows, domains, info = crossdomain(
         args.name,
@@ -305,8 +322,7 @@ def run_crossdomain(args: argparse.Namespace) -> int:
         args.overprovision,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim.open_dir()
     df = pd.DataFrame(rows)
     atomic_write_text(out / "matrix.csv", df.to_csv(index=False))
     wide = df.pivot(index="train_domain", columns="test_domain", values="recall_at_k").reindex(
@@ -346,9 +362,10 @@ def run_crossdomain(args: argparse.Namespace) -> int:
 def run_predictability(args: argparse.Namespace) -> int:
     from moesim.analysis.predictability import predictability, write_predictability
 
+    claim = claim_output(args.out, "predictability", force=args.force, inputs=[args.trace])
     trace = _load(args.trace, args.domain)
     res = predictability(trace, args.context, args.seed)
-    files = write_predictability(res, args.out)
+    files = write_predictability(res, claim.open_dir())
     s = res.summary
     print(f"H(top-1) mean {s['entropy_mm_mean']:.3f} bits of log2(E) = {res.meta['max_entropy_bits']:.3f}")
     for c in range(1, args.context + 1):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moesim.outputs import FORCE_HELP
+
 
 def _ints(text: str) -> tuple[int, ...]:
     from moesim.errors import fail
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="SCHED_FIFO for the measuring threads, on a machine shared with other work (needs root)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=run)
 
 
@@ -66,8 +69,10 @@ def _model(args):
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from moesim.outputs import claim_output
     from moesim.profiling.profiler import Profiler, ProfileSettings
 
+    claim = claim_output(args.out, "profile", force=args.force, inputs=[args.model_config], directory=False)
     model = _model(args)
     s = ProfileSettings()
     if args.batches:
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     prof = Profiler(model, args.device, s, log=log)
     profile = prof.run()
-    profile.save(args.out)
+    claim.write_file(profile.save)
     if not args.quiet:
         print(
             f"wrote {args.out}: {len(profile.tables)} tables measured on {profile.device} in {prof.seconds:.1f} s"

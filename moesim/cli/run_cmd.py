@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moesim.outputs import FORCE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<scenario name>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument(
         "--timeline",
         type=Path,
@@ -55,13 +58,14 @@ def run(args: argparse.Namespace) -> int:
         from moesim.reports.timeline import TokenRange
 
         tokens = TokenRange.parse(args.tokens)
+    claims = claim_run_outputs(args, scenario, "run")
     prepared = prepare(scenario)
-    out = args.out or Path("runs") / scenario.name
+    out = claims["out"].path
     with token_progress(
         prepared.trace.num_tokens, f"simulating {scenario.name}", enabled=None if not args.quiet else False
     ) as prog:
         result = run_prepared(prepared, progress=prog, timeline=bool(args.timeline or args.gantt))
-    result.write(out)
+    claims["out"].write_dir(result.write)
     if args.timeline or args.gantt:
         from moesim.reports.timeline import select_tokens, write_chrome_trace, write_gantt
 
@@ -70,9 +74,28 @@ def run(args: argparse.Namespace) -> int:
                 "scenario": scenario.name,
                 "moesim_version": result.summary["provenance"]["moesim_version"],
             }
-            write_chrome_trace(args.timeline, select_tokens(result.timeline or [], tokens), meta)
+            events = select_tokens(result.timeline or [], tokens)
+            claims["timeline"].write_file(lambda p: write_chrome_trace(p, events, meta))
         if args.gantt:
-            write_gantt(args.gantt, result.timeline or [], tokens)
+            claims["gantt"].write_file(lambda p: write_gantt(p, result.timeline or [], tokens))
     if not args.quiet:
         print_summary(result.summary, out)
     return 0
+
+
+def claim_run_outputs(args: argparse.Namespace, scenario, kind: str, suffix: str = "") -> dict:
+    """Check every output path of a run before any work: --out (default runs/<name><suffix>),
+    --timeline and --gantt; none may be an input."""
+    from moesim.outputs import claim_output, name_dir, scenario_inputs
+
+    inputs = [args.scenario, *scenario_inputs(scenario)]
+    force = getattr(args, "force", False)
+    out = args.out or name_dir(scenario.name, "runs", suffix)
+    claims = {"out": claim_output(out, kind, force=force, inputs=inputs)}
+    for flag in ("timeline", "gantt"):
+        path = getattr(args, flag, None)
+        if path is not None:
+            claims[flag] = claim_output(
+                path, flag, force=force, inputs=inputs, directory=False, flag=f"--{flag}"
+            )
+    return claims

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import fail
+from moesim.outputs import FORCE_HELP
 
 # CLI flag -> importer option. Only flags the user actually gave are passed on.
 _IMPORT_FLAGS: dict[str, str] = {
@@ -122,6 +123,7 @@ def register(sub: Any) -> None:
     st.add_argument("--scope", choices=("global", "per-layer"), default="global")
     st.add_argument("--no-hit-rates", action="store_true", help="skip the cache replays")
     st.add_argument("--domain", help="only this domain's sequences")
+    st.add_argument("--force", action="store_true", help=FORCE_HELP)
     st.set_defaults(func=run_stats)
 
 
@@ -130,11 +132,11 @@ def _help(p: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        fail(f"{out}: already exists; pass --force to replace it")
-    if out.exists() and not (out / "trace.json").is_file():  # checked before the (slow) import
-        fail(f"{out}: exists and is not a moesim trace; refusing to replace it (choose another --out)")
+def _check_out(out: Path, force: bool, inputs: list) -> None:
+    """Checked before the (slow) import or synthesis: see moesim/outputs.py."""
+    from moesim.outputs import claim_output
+
+    claim_output(out, "trace", force=force, strict=True, inputs=inputs)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ def run_import(args: argparse.Namespace) -> int:
     if args.fmt not in IMPORTERS:
         fail(f"unknown trace format {args.fmt!r}; known formats: {', '.join(IMPORTERS)}")
     out = Path(args.out)
-    _check_out(out, args.force)
+    _check_out(out, args.force, list(args.sources))
     options = {k: getattr(args, k) for k in _IMPORT_FLAGS if getattr(args, k) is not None}
     rejected = [_IMPORT_FLAGS[k] for k in options if k not in IMPORTERS[args.fmt].options]
     if rejected:
@@ -185,11 +187,33 @@ def _capacities(text: str | None) -> list[int] | None:
     return caps
 
 
+def _claim_synth_extras(args: argparse.Namespace, out: Path) -> dict:
+    from moesim.outputs import claim_output
+
+    inputs = [args.like, args.params, out]
+    claims = {}
+    if args.save_params:
+        claims["params"] = claim_output(
+            args.save_params,
+            "synth-params",
+            force=args.force,
+            inputs=inputs,
+            directory=False,
+            flag="--save-params",
+        )
+    if args.report:
+        claims["report"] = claim_output(
+            args.report, "fit-report", force=args.force, inputs=inputs, flag="--report"
+        )
+    return claims
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from moesim.traces.native import save_trace
 
     out = Path(args.out)
-    _check_out(out, args.force)
+    _check_out(out, args.force, [args.like, args.params])
+    args.claims = _claim_synth_extras(args, out)
     if args.like and args.params:
         fail("give either --like TRACE (fit) or --params FILE, not both")
     if args.report and not args.like:
@@ -235,7 +259,7 @@ def _run_synth_fitted(args: argparse.Namespace, out: Path) -> int:
         # real trace only; --seed seeds the generated trace.
         params = fit_trace(real, rounds=args.fit_rounds, seed=0, log=lambda m: print(f"  {m}"))
         if args.save_params:
-            save_params(params, args.save_params)
+            args.claims["params"].write_file(lambda p: save_params(params, p))
             print(f"wrote {args.save_params}")
         doc: Any = params
     else:
@@ -258,7 +282,9 @@ def _run_synth_fitted(args: argparse.Namespace, out: Path) -> int:
 
             n_caps = len(default_capacities(real))
         with token_progress(4 * n_caps, "fit report replays") as advance:
-            verdict = fit_report(real, trace, args.report, capacities=caps, params=params, progress=advance)
+            verdict = args.claims["report"].write_dir(
+                lambda d: fit_report(real, trace, d, capacities=caps, params=params, progress=advance)
+            )
         print(
             f"wrote {args.report}/report.md: largest hit-rate difference "
             f"{verdict['max_abs_hit_rate_difference_pp']:.2f} pp, consecutive-overlap difference "
@@ -271,8 +297,10 @@ def run_stats(args: argparse.Namespace) -> int:
     from moesim.analysis.hitrate import default_capacities
     from moesim.analysis.stats import compute_stats, write_stats
     from moesim.cli.progress import token_progress
+    from moesim.outputs import claim_output
     from moesim.traces.native import load_trace
 
+    claim = claim_output(args.out, "trace-stats", force=args.force, inputs=[args.trace])
     trace = load_trace(args.trace)
     if args.domain is not None:
         trace = trace.select_domain(args.domain)
@@ -289,7 +317,7 @@ def run_stats(args: argparse.Namespace) -> int:
             progress=advance,
             replay_progress=(lambda k: advance(k * n)) if advance is not None else None,
         )
-    files = write_stats(stats, args.out)
+    files = claim.write_dir(lambda d: write_stats(stats, d))
     _print_stats(stats)
     print(f"wrote {len(files)} files to {args.out}")
     return 0
