@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     points, roles = spec.points()
     keys = ["predictor.name", "cache.policy"] + (["cache.capacity"] if caps else [])
     plan = SweepPlan.from_points(args.scenario, points, keys, args.overrides)
-    outcome = execute(plan, args, f"compare {len(points)} runs")
+    outcome = execute(plan, args, f"compare {len(points)} runs", kind="compare")
     write_meta(args.out, spec, roles)
     comp = comparison_table(outcome.table, roles)
     label = f"scenario {args.scenario or 'default'}" + (

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def execute(plan, args: argparse.Namespace, label: str):
+def execute(plan, args: argparse.Namespace, label: str, kind: str = "sweep"):
     """Run ``plan`` with a progress bar; returns the SweepOutcome."""
     from moesim.experiments.sweep import run_sweep
 
@@ -90,6 +90,7 @@ def execute(plan, args: argparse.Namespace, label: str):
             keep_runs=args.keep_runs,
             ray_address=args.ray_address,
             progress=prog,
+            kind=kind,
         )
 
 

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -329,8 +330,65 @@ class SweepOutcome:
         return not self.failed
 
 
-def _prepare_dir(out: Path, plan: SweepPlan, resume: bool, force: bool) -> None:
+def input_identity(plan: SweepPlan) -> dict[str, Any]:
+    """What the sweep's results depend on besides the plan: the scenario file's bytes, the base
+    scenario as resolved, and the sha256 of every file any point reads (trace, profile, model
+    config, fitting trace, predictor files). ``--resume`` refuses when any of it changed."""
+    from moesim.experiments.overrides import resolve_scenario
+    from moesim.outputs import path_digest, scenario_inputs
+
+    ident: dict[str, Any] = {"scenario_sha256": None, "base_scenario": None, "files": {}}
+    if plan.scenario is not None:
+        ident["scenario_sha256"] = path_digest(Path(plan.scenario))
+    cwd = os.getcwd()
+    try:
+        os.chdir(plan.cwd)  # relative paths resolve as the workers will resolve them
+        try:
+            ident["base_scenario"] = json.loads(
+                json.dumps(resolve_scenario(plan.scenario, plan.base, {}).to_dict(), default=str)
+            )
+        except MoesimInputError as exc:
+            ident["base_scenario"] = f"error: {exc}"
+        files: dict[str, str] = {}
+        for point in plan.points:
+            try:
+                sc = resolve_scenario(plan.scenario, plan.base, point)
+            except MoesimInputError:
+                continue  # the point records its own error
+            for path in scenario_inputs(sc):
+                key = str(path.resolve())
+                if key not in files:
+                    files[key] = path_digest(path)
+        ident["files"] = dict(sorted(files.items()))
+    finally:
+        os.chdir(cwd)
+    return ident
+
+
+def _changed_inputs(old: Any, new: dict[str, Any]) -> str | None:
+    """A short account of what differs between two input identities, or None if they agree."""
+    if not isinstance(old, dict):
+        return "sweep.json records no input identity (written by an older moesim)"
+    if old.get("scenario_sha256") != new["scenario_sha256"]:
+        return "the scenario file was edited"
+    if old.get("base_scenario") != new["base_scenario"]:
+        return "the scenario resolves differently (a default or an included file changed)"
+    old_files = old.get("files") or {}
+    for path in sorted(set(old_files) | set(new["files"])):
+        if old_files.get(path) != new["files"].get(path):
+            what = "no longer read" if path not in new["files"] else "changed"
+            return f"input {path} {what}" if path in old_files else f"input {path} is new"
+    return None
+
+
+IGNORED_ENTRIES = (".moesim-result", ".lock")
+
+
+def _prepare_dir(
+    out: Path, plan: SweepPlan, resume: bool, force: bool, inputs: dict[str, Any] | None = None
+) -> None:
     manifest = plan.manifest()
+    manifest["inputs"] = inputs if inputs is not None else input_identity(plan)
     mpath = out / "sweep.json"
     if mpath.is_file():
         try:
@@ -346,14 +404,50 @@ def _prepare_dir(out: Path, plan: SweepPlan, resume: bool, force: bool) -> None:
                 f"{out}: already holds a sweep; add --resume to finish it, --force to start over, "
                 "or choose another --out"
             )
-        elif old is not None and {k: old.get(k) for k in manifest} != manifest:
+        elif old is not None and {k: old.get(k) for k in manifest if k != "inputs"} != {
+            k: v for k, v in manifest.items() if k != "inputs"
+        }:
             fail(
                 f"{out}: holds a different sweep (scenario, --set or --grid differ); "
                 "use the same arguments to resume, --force to start over, or another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not (force or resume):
+        elif old is not None and (why := _changed_inputs(old.get("inputs"), manifest["inputs"])):
+            fail(
+                f"{out}: cannot resume: {why} since the sweep began, so its finished points would "
+                "mix with new ones; --force to start over, or choose another --out"
+            )
+    elif any(e.name not in IGNORED_ENTRIES for e in out.iterdir()) and not (force or resume):
         fail(f"{out}: exists and is not empty; choose another --out or add --force")
     atomic_write_json(mpath, manifest)
+
+
+class _DirLock:
+    """An exclusive lock on DIR/.lock for the sweep's duration: a second writer is refused."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> _DirLock:
+        try:
+            import fcntl
+        except ImportError:  # not on a POSIX system: no lock
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            fail(
+                f"{self.path.parent}: another sweep is writing here now; wait for it, or choose another --out"
+            )
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+            self.fd = None
 
 
 Progress = Callable[[int, int, int], None]  # (done, failed, total)
@@ -370,15 +464,41 @@ def run_sweep(
     ray_address: str | None = None,
     progress: Progress | None = None,
     table_every_s: float = 2.0,
+    kind: str = "sweep",
 ) -> SweepOutcome:
-    """Run every unfinished point of ``plan`` into ``out`` and assemble the table."""
+    """Run every unfinished point of ``plan`` into ``out`` and assemble the table. ``out`` is
+    claimed first (moesim/outputs.py: never a directory moesim did not write, never an input) and
+    locked while the sweep runs."""
+    from moesim.outputs import claim_output, dir_kind
+
     if backend not in ("local", "ray"):
         fail(f"--backend {backend!r}: choose local or ray")
     if jobs is not None and jobs < 1:
         fail(f"-j {jobs}: give at least 1 worker")
     out = Path(out)
     t0 = time.perf_counter()
-    _prepare_dir(out, plan, resume, force)
+    inputs = input_identity(plan)
+    claim = claim_output(out, kind, force=force, inputs=[plan.scenario, *inputs["files"]])
+    other_kind = claim.replaces and dir_kind(out) != kind  # --force over another kind of result
+    with _DirLock(claim.open_dir(clear=other_kind)):
+        _prepare_dir(out, plan, resume, force, inputs)
+        return _run_prepared(
+            plan, out, backend, jobs, resume, keep_runs, ray_address, progress, table_every_s, t0
+        )
+
+
+def _run_prepared(
+    plan: SweepPlan,
+    out: Path,
+    backend: str,
+    jobs: int | None,
+    resume: bool,
+    keep_runs: bool,
+    ray_address: str | None,
+    progress: Progress | None,
+    table_every_s: float,
+    t0: float,
+) -> SweepOutcome:
     done = load_records(out, plan) if resume else {}
     finished = {i for i, r in done.items() if r.get("status") == "ok"}
     records: dict[int, dict[str, Any]] = {i: done[i] for i in finished}
@@ -445,53 +565,123 @@ def _crash_record(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _run_local(tasks: list[dict[str, Any]], on_record: Callable[[dict], None], jobs: int | None) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker ends when the sweep's process does (killed, crashed or done),
+    instead of running on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
 
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+    if not sys.platform.startswith("linux"):
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="moesim-parent-watch").start()
+
+
+ISOLATE_AFTER = 2  # a point in flight when this many pools broke is run alone to find the culprit
+
+
+def _run_local(
+    tasks: list[dict[str, Any]],
+    on_record: Callable[[dict], None],
+    jobs: int | None,
+    fn: Callable[[dict[str, Any]], dict[str, Any]] = run_point,
+) -> None:
     jobs = min(jobs or default_jobs(), len(tasks))
     if jobs == 1:
         for task in tasks:  # in-process: no start-up cost, and debuggers/profilers see the run
-            on_record(run_point(task))
+            on_record(fn(task))
         return
     import multiprocessing
 
     # spawn, not fork: the parent may hold threads (progress bar, Ray) that fork would copy half-way.
     ctx = multiprocessing.get_context("spawn")
-    pending = list(tasks)
-    broken: list[dict[str, Any]] = []
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    queue = list(tasks)
+    strikes: dict[int, int] = {}
+    while queue:
+        alone = [t for t in queue if strikes.get(t["index"], 0) >= ISOLATE_AFTER]
+        queue = [t for t in queue if strikes.get(t["index"], 0) < ISOLATE_AFTER]
+        for task in alone:
+            _run_pool([task], on_record, 1, ctx, fn, strikes, crash_is_final=True)
+        if queue:
+            queue = _run_pool(queue, on_record, jobs, ctx, fn, strikes, crash_is_final=False)
+
+
+def _run_pool(
+    tasks: list[dict[str, Any]],
+    on_record: Callable[[dict], None],
+    jobs: int,
+    ctx: Any,
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    strikes: dict[int, int],
+    crash_is_final: bool,
+) -> list[dict[str, Any]]:
+    """Run ``tasks`` on one pool of ``jobs`` workers, at most ``jobs`` in flight (so a worker's death
+    implicates only the points then running). Returns the tasks left when a worker died: the caller
+    runs them on a fresh pool, in parallel again; only points caught in repeated deaths run alone."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(reversed(tasks))
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    in_flight: dict[Any, dict[str, Any]] = {}
     try:
-        futures = {pool.submit(run_point, t): t for t in pending}
-        for fut in as_completed(futures):
-            try:
-                on_record(fut.result())
-            except BrokenProcessPool:
-                broken.append(futures[fut])
+        while pending or in_flight:
+            while pending and len(in_flight) < jobs:
+                task = pending.pop()
+                in_flight[pool.submit(fn, task)] = task
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                task = in_flight.pop(fut)
+                try:
+                    on_record(fut.result())
+                except BrokenProcessPool as exc:
+                    broken = True
+                    strikes[task["index"]] = strikes.get(task["index"], 0) + 1
+                    if crash_is_final:
+                        on_record(_crash_record(task, exc))
+                    else:
+                        pending.append(task)
+            if broken:
+                for fut, task in in_flight.items():  # the pool is gone: these died with it
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        on_record(fut.result())  # finished just before the death
+                        continue
+                    strikes[task["index"]] = strikes.get(task["index"], 0) + 1
+                    pending.append(task)
+                in_flight.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                return sorted(pending, key=lambda t: t["index"])
     except BaseException:
         # Interrupted: points already recorded stay on disk for --resume; drop the queued ones.
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    # A worker that died (a crash, not an exception) takes the pool's other in-flight points with
-    # it; rerun those one per fresh single-worker pool so only the culprit is recorded as failed.
-    for task in sorted(broken, key=lambda t: t["index"]):
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            try:
-                on_record(pool.submit(run_point, task).result())
-            except BrokenProcessPool as exc:
-                on_record(_crash_record(task, exc))
+    return []
 
 
 def _run_ray(
     tasks: list[dict[str, Any]], on_record: Callable[[dict], None], jobs: int | None, address: str | None
 ) -> None:
-    try:
-        import ray
-    except ImportError:
-        fail(
-            "--backend ray: the ray package is not installed; pip install 'ray[default]' (or use --backend local)"
-        )
+    from moesim.optional import require
+
+    ray = require("ray", "--backend ray; or use --backend local")
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
