@@ -237,9 +237,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,@-]+")
 
 def name_dir(name: str, root: str | os.PathLike = "runs", suffix: str = "") -> Path:
     """``root/<name><suffix>`` for a scenario's name: a name, never a path (separators and other
-    unsafe characters become ``_``, leading dots are dropped), so it always stays under ``root``."""
-    clean = _UNSAFE.sub("_", f"{name}{suffix}").lstrip(".")
-    if not clean.strip("_"):
+    unsafe characters become ``_``, leading and trailing dots and ``_`` are dropped), so it always stays under ``root``."""
+    clean = _UNSAFE.sub("_", f"{name}{suffix}").strip("._")
+    if not clean:
         fail(f"scenario name {name!r}: cannot name an output directory; give --out DIR or a plain name")
     return Path(root) / clean
 
