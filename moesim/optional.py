@@ -50,8 +50,8 @@ def require(module: str, purpose: str | None = None) -> ModuleType:
 
 
 def missing_extra(exc: BaseException) -> str | None:
-    """The one-line message for an ImportError of a known optional package, else None."""
-    if not isinstance(exc, ImportError):
+    """The one-line message for a missing known optional package, else None."""
+    if not isinstance(exc, ModuleNotFoundError):  # "cannot import name" is a version problem, not absence
         return None
     name = getattr(exc, "name", None) or ""
     top = name.split(".")[0]

@@ -475,6 +475,10 @@ def run_sweep(
         fail(f"--backend {backend!r}: choose local or ray")
     if jobs is not None and jobs < 1:
         fail(f"-j {jobs}: give at least 1 worker")
+    if backend == "ray":
+        from moesim.optional import require
+
+        require("ray", "--backend ray; or use --backend local")  # before anything is written
     out = Path(out)
     t0 = time.perf_counter()
     inputs = input_identity(plan)
