@@ -124,29 +124,29 @@ def _check_writable(flag: str, path: Path) -> None:
         fail(f"{flag} {path}: cannot write in {probe} (permission denied or read-only file system)")
 
 
-def _refuse_foreign(flag: str, path: Path, what: str) -> None:
+def _refuse_foreign(flag: str, path: Path, what: str, kind: str) -> None:
     fail(
-        f"{flag} {path}: exists and is {what} moesim did not write; refusing to touch it "
-        "(choose another path, or move it away yourself)"
+        f"{flag} {path}: exists and is {what} moesim did not write (it is not a moesim {kind}); "
+        "refusing to touch it (choose another path, or move it away yourself)"
     )
 
 
 def _check_existing(flag: str, path: Path, kind: str, directory: bool, force: bool, strict: bool) -> bool:
     """Returns whether ``path`` holds a previous result that the command will replace."""
     if directory and not path.is_dir():
-        _refuse_foreign(flag, path, "a file (not a directory)")
+        _refuse_foreign(flag, path, "a file (not a directory)", kind)
     if not directory and path.is_dir():
-        _refuse_foreign(flag, path, "a directory (not a file)")
+        _refuse_foreign(flag, path, "a directory (not a file)", kind)
     if directory and not any(path.iterdir()):
         return False
     found = dir_kind(path) if directory else file_kind(path)
     if found is None:
-        _refuse_foreign(flag, path, "a directory" if directory else "a file")
+        _refuse_foreign(flag, path, "a directory" if directory else "a file", kind)
     if found == kind and (force or not strict):
         return True
     if found == kind:
         fail(
-            f"{flag} {path}: already holds a moesim {kind}; pass --force to replace it, or choose another path"
+            f"{flag} {path}: a moesim {kind} already exists; pass --force to replace it, or choose another path"
         )
     if not force:
         fail(f"{flag} {path}: holds a moesim {found} result, not a {kind}; pass --force to replace it")
