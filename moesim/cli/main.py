@@ -58,14 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return int(args.func(args) or 0)
+        return _dispatch(argv)
     except MoesimInputError as exc:
         print(f"moesim: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

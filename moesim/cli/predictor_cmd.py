@@ -209,6 +209,10 @@ def run_eval(args: argparse.Namespace) -> int:
     model_claim = None
     if args.save_model:
         _check_out_model(Path(args.save_model))
+        if Path(args.out).resolve() in Path(args.save_model).resolve().parents:
+            fail(
+                f"--save-model {args.save_model}: give a path outside --out {args.out} (that folder is replaced)"
+            )
         model_claim = claim_output(
             args.save_model,
             "predictor-model",

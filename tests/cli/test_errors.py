@@ -71,6 +71,17 @@ def test_a_read_only_directory_is_refused_before_work(scen, tmp_path, capsys):
         ro.chmod(0o755)
 
 
+def test_an_unwritable_place_is_refused_before_work(scen, tmp_path, monkeypatch, capsys):
+    import moesim.outputs
+
+    monkeypatch.setattr(moesim.outputs.os, "access", lambda *a, **k: False)  # as on a read-only disk
+    out = tmp_path / "deep" / "r"
+    assert main(["run", str(scen), "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write in {tmp_path}" in err[0] and "read-only" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
 def test_internal_error_is_one_line_and_a_log(scen, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
