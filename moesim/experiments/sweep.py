@@ -343,18 +343,27 @@ def input_identity(plan: SweepPlan) -> dict[str, Any]:
     cwd = os.getcwd()
     try:
         os.chdir(plan.cwd)  # relative paths resolve as the workers will resolve them
+        scenarios = []
         try:
-            ident["base_scenario"] = json.loads(
-                json.dumps(resolve_scenario(plan.scenario, plan.base, {}).to_dict(), default=str)
-            )
+            base = resolve_scenario(plan.scenario, plan.base, {})
+            ident["base_scenario"] = json.loads(json.dumps(base.to_dict(), default=str))
+            scenarios.append(base)
         except MoesimInputError as exc:
             ident["base_scenario"] = f"error: {exc}"
-        files: dict[str, str] = {}
+        # Only points that override a key naming files can read other files than the base.
+        seen: set[str] = set()
         for point in plan.points:
+            own = {k: v for k, v in point.items() if _names_files(k)}
+            key = json.dumps(own, sort_keys=True, default=str)
+            if not own or key in seen:
+                continue
+            seen.add(key)
             try:
-                sc = resolve_scenario(plan.scenario, plan.base, point)
+                scenarios.append(resolve_scenario(plan.scenario, plan.base, own))
             except MoesimInputError:
                 continue  # the point records its own error
+        files: dict[str, str] = {}
+        for sc in scenarios:
             for path in scenario_inputs(sc):
                 key = str(path.resolve())
                 if key not in files:
@@ -363,6 +372,21 @@ def input_identity(plan: SweepPlan) -> dict[str, Any]:
     finally:
         os.chdir(cwd)
     return ident
+
+
+FILE_KEYS = (
+    "trace.path",
+    "model.config",
+    "hardware.profile",
+    "predictor.fit_trace",
+    "predictor.params",
+    "cache.params",
+)
+
+
+def _names_files(key: str) -> bool:
+    """Whether overriding ``key`` can change which files a run reads (scenario_inputs)."""
+    return any(key == f or key.startswith(f + ".") or f.startswith(key + ".") for f in FILE_KEYS)
 
 
 def _changed_inputs(old: Any, new: dict[str, Any]) -> str | None:

@@ -252,3 +252,16 @@ def test_workers_die_with_their_parent(tiny_scenario, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_identity_hashes_the_files_of_every_point(tmp_path):
+    from moesim.experiments.sweep import input_identity
+
+    a = _copy_trace(tmp_path / "a.moetrace")
+    b = _copy_trace(tmp_path / "b.moetrace")
+    plan = SweepPlan.from_grid(None, {"cache.capacity": [64, 128], "trace.path": [str(a), str(b)]})
+    ident = input_identity(plan)
+    assert str(a.resolve()) in ident["files"] and str(b.resolve()) in ident["files"]
+    assert ident["files"][str(a.resolve())] == ident["files"][str(b.resolve())]  # same bytes, same hash
+    (b / "trace.json").write_text((b / "trace.json").read_text() + " ")
+    assert input_identity(plan)["files"][str(b.resolve())] != ident["files"][str(b.resolve())]
