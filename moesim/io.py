@@ -30,6 +30,12 @@ def umask_mode(mode: int) -> int:
     return mode & ~current_umask()
 
 
+def _name_the_path(exc: BaseException, path: Path) -> None:
+    """A write that fails on a full disk raises ENOSPC without a file name: say which result it was."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +45,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
         os.chmod(tmp, umask_mode(0o666))  # mkstemp makes it private; results follow the umask
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_the_path(exc, path)
         raise
 
 
@@ -67,8 +74,9 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -
         writer(Path(tmp))
         os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_the_path(exc, path)
         raise
 
 
@@ -88,6 +96,7 @@ def atomic_dir(final: str | os.PathLike, build: Callable[[Path], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_the_path(exc, final)
         raise

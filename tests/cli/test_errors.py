@@ -160,3 +160,31 @@ def test_require_names_the_extra(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'moesim\[ray\]'"):
         require("ray")
     assert require("json").dumps([1]) == "[1]"
+
+
+def test_a_full_disk_names_the_result_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import moesim.io as mio
+    from moesim.cli.main import os_error_line
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.fh = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2) does: no file name
+
+    monkeypatch.setattr(mio.os, "fdopen", Full)
+    target = tmp_path / "summary.json"
+    with pytest.raises(OSError) as info:
+        mio.atomic_write_json(target, {"a": 1})
+    line = os_error_line(info.value)
+    assert line.startswith(f"{target}: No space left on device") and "free some space" in line
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
