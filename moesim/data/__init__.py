@@ -30,5 +30,8 @@ def shipped_scenario(name: str | Path) -> Path | None:
 def shipped_scenario_names() -> list[str]:
     """Every shipped scenario by its short name (for help texts and error messages)."""
     names = [p.stem for p in sorted(SCENARIOS_DIR.glob("*.yaml"))]
-    names += [p.parent.relative_to(SCENARIOS_DIR).as_posix() for p in sorted(SCENARIOS_DIR.glob("*/*/scenario.yaml"))]
+    names += [
+        p.parent.relative_to(SCENARIOS_DIR).as_posix()
+        for p in sorted(SCENARIOS_DIR.glob("*/*/scenario.yaml"))
+    ]
     return names
