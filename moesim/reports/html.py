@@ -30,8 +30,8 @@ figure{margin:1.2em 0} figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#444;font-size:.93em;margin-top:.3em}
 div.tablewrap{overflow-x:auto;max-width:100%;margin:.6em 0}
 table{border-collapse:collapse;font-size:.88em} th,td{border:1px solid #ddd;padding:3px 8px}
-th{background:#f4f4f4;text-align:left;overflow-wrap:anywhere;min-width:4em;vertical-align:bottom}
-td{overflow-wrap:anywhere} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th{background:#f4f4f4;text-align:left;vertical-align:bottom}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .note{background:#fff8e1;border-left:4px solid #f0c000;padding:.4em .8em}
 code{background:#f4f4f4;padding:0 3px}
 """
@@ -115,7 +115,12 @@ class HtmlReport:
         out = ["<div class='tablewrap'><table>"]
         if caption:
             out.append(f"<caption style='caption-side:top;text-align:left'>{html.escape(caption)}</caption>")
-        out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in rows.columns) + "</tr>")
+        # long snake_case headers may wrap after an underscore, never inside a word
+        out.append(
+            "<tr>"
+            + "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in rows.columns)
+            + "</tr>"
+        )
         for rec in rows.itertuples(index=False):
             cells = []
             for col, v in zip(rows.columns, rec):
