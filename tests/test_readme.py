@@ -6,6 +6,7 @@ pytest`` is this suite itself."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ from tests.conftest import REPO_ROOT, shared_root
 
 # copied into the temporary repository (everything a README command reads)
 _COPY = ("moesim", "scenarios", "traces", "reports", "docs", "benchmarks", "pyproject.toml", "README.md")
+_NEEDS_TORCH = (["moesim", "profile"], ["moesim", "harness"], ["moesim", "calibrate"], ["moesim", "capture"])
 _NOT_RUN = (re.compile(r"^pip install\b"), re.compile(r"^python -m pytest\b"))
 # the user's own routing table that the README imports with --format table
 _MY_ROUTING = "sequence,token,layer,experts\n" + "".join(
@@ -74,6 +76,8 @@ def _plan(cmds: list[Command], have_shared: bool) -> list[tuple[Command, str | N
         reason = None
         if any(p.match(cmd.text) for p in _NOT_RUN):
             reason = "install / test command (CI runs it)"
+        elif cmd.args[:2] in _NEEDS_TORCH and importlib.util.find_spec("torch") is None:
+            reason = "needs PyTorch (pip install moesim[torch])"
         elif not have_shared and (
             "../shared" in cmd.text
             or any(a.partition("=")[2] in unavailable or a in unavailable for a in cmd.args)
