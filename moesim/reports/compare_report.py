@@ -60,7 +60,7 @@ def _bars(ax, series: list[Series]) -> None:
         style = s.style or {}
         # bounds hatched, policies plain
         ax.barh(
-            i, s.ys[0], color=style.get("color", "C0"), hatch="//" if style.get("ls") in ("--", ":") else None
+            i, s.ys[0], color=style.get("color", "C0"), hatch="//" if s.label.endswith("bound)") else None
         )
         ax.annotate(f" {s.ys[0]:.4g}", (s.ys[0], i), va="center", fontsize=8)
     ax.set_yticks(range(len(series)))
@@ -96,6 +96,8 @@ def _line_plot(comp: pd.DataFrame, ys: list[tuple[str, str]], ylabel: str, title
             fraction_axis(ax, [y for s in series for y in s.ys])
         ax.set_title(sub + (f"\nno value for: {', '.join(missing)}" if missing else ""), fontsize=9)
         ax.grid(alpha=0.3)
+    if single and caps:  # one cache size: say which instead of "vs capacity"
+        title = f"{title.split(' vs ')[0]}, {caps[0]:g} expert slots"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     if not single:
