@@ -14,7 +14,7 @@ from pathlib import Path
 from moesim.traces import save_trace
 from moesim.traces.synth import synthesize
 
-HERE = Path(__file__).resolve().parent
+OUT_DIR = Path(__file__).resolve().parents[1] / "moesim" / "data" / "traces"  # shipped as package data
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         model="moesim-small-cpu",
         source="synthetic: traces/make_calibration_cpu_small.py (moesim.traces.synth, seed 2024)",
     )
-    out = save_trace(trace, HERE / "calibration-cpu-small.moetrace")
+    out = save_trace(trace, OUT_DIR / "calibration-cpu-small.moetrace")
     print(f"wrote {out}")
 
 

@@ -13,7 +13,7 @@ from moesim.traces.native import save_trace
 from moesim.traces.synth import synthesize
 from moesim.traces.trace import Trace
 
-OUT = Path(__file__).resolve().parent / "default.moetrace"
+OUT = Path(__file__).resolve().parents[1] / "moesim" / "data" / "traces" / "default.moetrace"  # package data
 SEED = 20240924
 SEQUENCES = 16
 TOKENS = 128

@@ -19,7 +19,7 @@ from pathlib import Path
 from moesim.traces.native import save_trace
 from moesim.traces.synth import synthesize
 
-HERE = Path(__file__).resolve().parent
+OUT_DIR = Path(__file__).resolve().parents[1] / "moesim" / "data" / "traces"  # shipped as package data
 
 TRACES = {
     "deepseek-v2-lite-synth.moetrace": dict(
@@ -37,7 +37,7 @@ TRACES = {
 }
 
 
-def main(out_dir: Path = HERE) -> int:
+def main(out_dir: Path = OUT_DIR) -> int:
     for name, p in TRACES.items():
         trace = synthesize(
             p["num_sequences"],

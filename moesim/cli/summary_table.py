@@ -7,7 +7,7 @@ from typing import Any
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
@@ -48,7 +48,7 @@ def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
     t.add_row(
         "H2D traffic",
         f"{_mib(tr['bytes_h2d'])} (demand {_mib(tr['bytes_demand'])}, prefetch {_mib(tr['bytes_prefetch'])}, "
-        f"wasted {_mib(tr['bytes_prefetch_wasted'])}); x{ratio if ratio is not None else '-'} vs on-demand",
+        f"wasted {_mib(tr['bytes_prefetch_wasted'])}); x{f'{ratio:.3f}' if ratio is not None else '-'} vs on-demand",
     )
     t.add_row(
         "prefetches",

@@ -10,10 +10,8 @@ from typing import Any
 
 import yaml
 
+from moesim.data import DATA_DIR, DEFAULT_SCENARIO, shipped_scenario, shipped_scenario_names
 from moesim.errors import fail
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "default.yaml"
 
 
 @dataclass
@@ -101,7 +99,8 @@ class Scenario:
         path = Path(p).expanduser()
         if path.is_absolute():
             return path
-        for root in (Path(self.base_dir), Path.cwd(), REPO_ROOT):
+        # the scenario file's folder first; then the working directory (for --set paths) and the package data
+        for root in (Path(self.base_dir), Path.cwd(), DATA_DIR):
             if (root / path).exists():
                 return root / path
         return Path(self.base_dir) / path
@@ -217,13 +216,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:
     """Read a scenario YAML (None = the built-in default) and apply dotted overrides."""
     src = Path(path) if path is not None else DEFAULT_SCENARIO
+    if path is not None and not src.is_file():
+        src = shipped_scenario(path) or src  # a shipped scenario by name, e.g. seed-claims/st-moe-accuracy
     origin = str(src)
     if not src.is_file():
         if path is None:
             fail(
-                f"built-in default scenario {src} not found; run from a clone installed with pip install -e ."
+                f"built-in default scenario {src} not found; reinstall moesim (pip install .)"
             )
-        fail(f"{origin}: scenario file not found; give a path to a YAML scenario (see scenarios/)")
+        fail(
+            f"{origin}: scenario file not found; give a path to a YAML scenario or a shipped name ({', '.join(shipped_scenario_names())})"
+        )
     try:
         raw = yaml.safe_load(src.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

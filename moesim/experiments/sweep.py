@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from moesim.data import shipped_scenario
 from moesim.errors import MoesimInputError, fail
 from moesim.experiments.overrides import check_key
 from moesim.io import atomic_write_json, atomic_write_text, atomic_write_with
@@ -126,6 +127,8 @@ class SweepPlan:
         path = None
         if scenario is not None:
             path = Path(scenario).expanduser()
+            if not path.is_file():
+                path = shipped_scenario(scenario) or path  # a shipped scenario by name
             if not path.is_file():
                 fail(f"{scenario}: scenario file not found; give a path to a YAML scenario (see scenarios/)")
             path = str(path.resolve())

@@ -10,49 +10,106 @@ import pandas as pd
 from moesim.experiments.compare import check_identical_inputs
 from moesim.io import atomic_write_text
 from moesim.reports.html import HtmlReport, pyplot
+from moesim.reports.style import Series, draw_lines, fraction_axis, has_data, legend_below, series_style
 
-_BOUND_STYLE = {
-    "bound:belady": {"color": "black", "ls": "--", "marker": "x"},
-    "bound:oracle": {"color": "0.45", "ls": ":", "marker": "+"},
-}
+_BELADY_STYLE = {"color": "black", "ls": "--", "marker": "x", "ms": 8, "lw": 1.6}
+# one oracle bound per cache: grey, dotted, a marker per cache
+_ORACLE_STYLES = [
+    {"color": g, "ls": ":", "marker": m, "ms": 8, "lw": 1.8, "mfc": "none"}
+    for g, m in (("0.35", "P"), ("0.55", "*"), ("0.45", "h"), ("0.65", "d"))
+]
 
 
-def _series(comp: pd.DataFrame):
-    """(label, role, rows sorted by capacity) per (predictor, cache) run family."""
+def _bound_of(pred: str, cache: str, role: str) -> str | None:
+    """Which bound a run family is: by its role, or (when the grid itself holds it, so no separate
+    bound run was added) by what it is: none + belady, or the oracle predictor."""
+    if role.startswith("bound:"):
+        return role.split(":", 1)[1]
+    if (pred, cache) == ("none", "belady"):
+        return "belady"
+    if pred == "oracle":
+        return "oracle"
+    return None
+
+
+def _series(comp: pd.DataFrame, col: str) -> list[Series]:
+    """One series per (predictor, cache) run family, policies first and the bounds last."""
     ok = comp[comp["status"] == "ok"]
     out = []
     for (pred, cache), rows in ok.groupby(["predictor", "cache"], sort=True):
-        role = rows["role"].iloc[0]
-        label = f"{pred} + {cache}"
-        if role.startswith("bound:"):
-            label += f"  ({role.split(':')[1]} bound)"
-        out.append((label, role, rows.sort_values("capacity")))
-    # policies first, then bounds, so the legend reads in that order
-    out.sort(key=lambda t: (t[1] != "policy", t[0]))
-    return out
+        bound = _bound_of(pred, cache, rows["role"].iloc[0])
+        label = f"{pred} + {cache}" + (f"  ({bound} bound)" if bound else "")
+        rows = rows.sort_values("capacity")
+        out.append((bound or "", Series(label, rows["capacity"].tolist(), rows[col].tolist())))
+    out.sort(key=lambda t: (t[0] != "", t[0], t[1].label))
+    policies = [s for b, s in out if not b]
+    for i, s in enumerate(policies):
+        s.style = series_style(i)
+    oracles = [s for b, s in out if b == "oracle"]
+    for i, s in enumerate(oracles):
+        s.style = _ORACLE_STYLES[i % len(_ORACLE_STYLES)]
+    for b, s in out:
+        if b == "belady":
+            s.style = _BELADY_STYLE
+    return [s for _, s in out]
+
+
+def _bars(ax, series: list[Series]) -> None:
+    """A single capacity: one horizontal bar per run family (no line across categories)."""
+    for i, s in enumerate(series):
+        style = s.style or {}
+        # bounds hatched, policies plain
+        ax.barh(
+            i, s.ys[0], color=style.get("color", "C0"), hatch="//" if s.label.endswith("bound)") else None
+        )
+        ax.annotate(f" {s.ys[0]:.4g}", (s.ys[0], i), va="center", fontsize=8)
+    ax.set_yticks(range(len(series)))
+    ax.set_yticklabels([s.label for s in series], fontsize=8)
+    ax.invert_yaxis()
 
 
 def _line_plot(comp: pd.DataFrame, ys: list[tuple[str, str]], ylabel: str, title: str, logx: bool = False):
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(ys), figsize=(6.2 * len(ys), 4.2), squeeze=False)
+    """One panel per column in ``ys``; families with no value in a panel (e.g. the waste of runs that
+    never prefetch) are left out of it and named in its title. None when no panel has a value."""
     caps = sorted(comp["capacity"].dropna().unique())
-    for ax, (col, sub) in zip(axes[0], ys):
-        for label, role, rows in _series(comp):
-            style = _BOUND_STYLE.get(role, {"marker": "o"})
-            ax.plot(rows["capacity"], rows[col], label=label, lw=1.4, ms=4, **style)
-        ax.set_xlabel("GPU cache capacity (expert slots)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(sub, fontsize=10)
-        if len(caps) <= 12:
-            ax.set_xticks(caps)
-            ax.tick_params(axis="x", labelrotation=45 if len(caps) > 6 else 0)
-        if logx:
-            ax.set_xscale("log")
+    panels = [(col, sub, [s for s in _series(comp, col) if has_data(s.ys)]) for col, sub in ys]
+    if not any(series for _, _, series in panels):
+        return None
+    plt = pyplot()
+    single = len(caps) <= 1
+    fig, axes = plt.subplots(1, len(ys), figsize=(6.2 * len(ys), 4.4), squeeze=False)
+    for ax, (col, sub, series) in zip(axes[0], panels):
+        missing = [s.label for s in _series(comp, col) if not has_data(s.ys)]
+        if single:
+            _bars(ax, series)
+            ax.set_xlabel(ylabel)
+        else:
+            draw_lines(ax, series)
+            ax.set_xlabel("GPU cache capacity (expert slots)")
+            ax.set_ylabel(ylabel)
+            if len(caps) <= 12:
+                ax.set_xticks(caps)
+                ax.set_xticklabels([f"{c:g}" for c in caps], rotation=45 if len(caps) > 6 else 0)
+            if logx:
+                ax.set_xscale("log")
+        if col in ("hit_rate", "waste_fraction") and not single:
+            fraction_axis(ax, [y for s in series for y in s.ys])
+        ax.set_title(sub + (f"\nno value for: {', '.join(missing)}" if missing else ""), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if single and caps:  # one cache size: say which instead of "vs capacity"
+        title = f"{title.split(' vs ')[0]}, {caps[0]:g} expert slots"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    if not single:
+        legend_below(fig, list(axes[0]), ncol=2 if len(ys) == 1 else 3)
     return fig
+
+
+def _add_figure(rep: HtmlReport, fig, name: str, title: str, question: str) -> None:
+    if fig is None:  # no empty charts
+        rep.text(f"{title}: no run has a value (no prefetches were issued), so no chart.", cls="note")
+    else:
+        rep.figure(fig, name, title, question)
 
 
 def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str = "") -> Path:
@@ -64,9 +121,10 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
     rep = HtmlReport(
         "moesim policy comparison",
         f"{scenario_label}: {len(comp)} runs on identical inputs (same trace, model and hardware profile); "
-        "the references are drawn dashed (Belady: the best demand-only cache) and dotted (oracle: perfect "
-        "prediction with the same cache and horizon; not a strict bound when the link is saturated or the "
-        "cache thrashes).",
+        "the references are drawn in black and grey: dashed, Belady (none + belady: the best demand-only "
+        "cache), and dotted, oracle (perfect prediction with the same cache and horizon; not a strict bound "
+        "when the link is saturated or the cache thrashes), whether the comparison added them or its grid "
+        "held them.",
         figures_dir=out_dir / "figures",
     )
     differ = check_identical_inputs(comp)
@@ -80,7 +138,8 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
     ok = comp[comp["status"] == "ok"]
     if len(ok):
         rep.heading("Hit rate")
-        rep.figure(
+        _add_figure(
+            rep,
             _line_plot(ok, [("hit_rate", "hits / accesses")], "hit rate", "Hit rate vs GPU cache capacity"),
             "hit_rate",
             "Hit rate vs capacity (fraction of expert accesses already resident and arrived)",
@@ -88,7 +147,8 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
             "the oracle bound (perfect prediction) at each cache size?",
         )
         rep.heading("Latency")
-        rep.figure(
+        _add_figure(
+            rep,
             _line_plot(
                 ok,
                 [("tpot_ms_mean", "mean"), ("tpot_ms_p99", "p99")],
@@ -101,7 +161,8 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
             "cache does it need to get there?",
         )
         rep.heading("Traffic and waste")
-        rep.figure(
+        _add_figure(
+            rep,
             _line_plot(
                 ok,
                 [("ratio_bytes_vs_on_demand", "bytes moved / on-demand bytes")],
@@ -113,7 +174,8 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
             "How much more (or less) PCIe traffic does prefetching cause than loading experts only when the "
             "router asks for them, with the same cache?",
         )
-        rep.figure(
+        _add_figure(
+            rep,
             _line_plot(
                 ok,
                 [("waste_fraction", "wasted prefetch bytes / prefetch bytes")],

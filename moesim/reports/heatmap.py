@@ -30,8 +30,10 @@ def _cell(v: float) -> str:
     if v != v:
         return ""
     a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:.3g}G"
     if a >= 1e6:
-        return f"{v:.3g}"
+        return f"{v / 1e6:.3g}M"
     if a >= 100:
         return f"{v:.0f}"
     if a >= 1:
@@ -57,10 +59,19 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str):
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
     plt = pyplot()
+    # constrained layout keeps tick labels, panel titles, the suptitle and the colour bar apart
+    label_w = 0.08 * max((len(str(v)) for v in ys), default=4)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(0.6 * len(xs) * ncols + 2.5, 0.45 * len(ys) * nrows + 1.8), squeeze=False
+        nrows,
+        ncols,
+        figsize=((0.7 * len(xs) + 1.0) * ncols + label_w + 2.5, (0.5 * len(ys) + 1.2) * nrows + 1.0),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
     )
-    vals = pd.to_numeric(ok[col], errors="coerce")
+    # bytes read as GiB (raw byte counts would print as 2.44e+11)
+    scale, unit = (2**30, " (GiB)") if "bytes" in col.rsplit(".", 1)[-1] else (1, "")
+    vals = pd.to_numeric(ok[col], errors="coerce") / scale
     vmin, vmax = (float(np.nanmin(vals)), float(np.nanmax(vals))) if vals.notna().any() else (0.0, 1.0)
     im = None
     for k, combo in enumerate(combos):
@@ -71,14 +82,15 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str):
         grid = np.full((len(ys), len(xs)), np.nan)
         for _, r in sub.iterrows():
             v = pd.to_numeric(pd.Series([r[col]]), errors="coerce").iloc[0]
-            grid[ys.index(r[yc]), xs.index(r[xc])] = v
+            grid[ys.index(r[yc]), xs.index(r[xc])] = v / scale
         im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, origin="lower")
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels([str(v) for v in xs], rotation=45 if len(xs) > 6 else 0, fontsize=8)
         ax.set_yticks(range(len(ys)))
         ax.set_yticklabels([str(v) for v in ys], fontsize=8)
         ax.set_xlabel(x)
-        ax.set_ylabel(y)
+        if k % ncols == 0:
+            ax.set_ylabel(y)
         if others:
             ax.set_title(
                 ", ".join(f"{c[len(PARAM_PREFIX) :]}={v}" for c, v in zip(others, combo)), fontsize=9
@@ -92,8 +104,8 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, metric: str):
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label=col)
-    fig.suptitle(f"{col} over {x} x {y}", fontsize=11)
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label=col + unit)
+    fig.suptitle(f"{col}{unit} over {x} x {y}", fontsize=11)
     return fig
 
 

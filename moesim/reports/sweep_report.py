@@ -3,7 +3,6 @@ against the swept keys. A comparison directory also gets its comparison page reb
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pandas as pd
 from moesim.errors import fail
 from moesim.experiments.sweep import PARAM_PREFIX, read_table
 from moesim.reports.html import HtmlReport, pyplot
+from moesim.reports.style import Series, draw_grouped_bars, draw_lines, fraction_axis, has_data
 from moesim.reports.waste import write_csv
 
 METRICS = [
@@ -71,32 +71,77 @@ def _numeric(s: pd.Series) -> bool:
     return pd.to_numeric(s, errors="coerce").notna().all()
 
 
-def _fig_metric(wt: pd.DataFrame, keys: list[str], metric: str, label: str):
-    """``metric`` against the first swept key with several values; one line per combination of the rest."""
+_FRACTIONS = {"waste_fraction", "hit_rate", "late_fraction"}
+
+
+def _x_key(wt: pd.DataFrame, keys: list[str]) -> tuple[str, list[str]]:
+    """The swept key on the x axis (a numeric one when there is one) and the keys that make series."""
     varying = [k for k in keys if wt[k].nunique(dropna=False) > 1] or keys[:1]
-    x = varying[0]
-    rest = varying[1:]
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    x = next((k for k in varying if _numeric(wt[k])), varying[0])
+    return x, [k for k in varying if k != x]
+
+
+def _metric_series(wt: pd.DataFrame, x: str, rest: list[str], metric: str) -> tuple[list[Series], list[str]]:
+    """One series per combination of the other swept keys; the labels of those without any value."""
     groups = [((), wt)] if not rest else list(wt.groupby(rest, sort=True, dropna=False))
     numeric_x = _numeric(wt[x])
-    cats = list(dict.fromkeys(wt[x].tolist()))
-    for gkey, rows in itertools.islice(groups, 12):
+    series, empty = [], []
+    for gkey, rows in groups:
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)
         rows = rows.sort_values(x) if numeric_x else rows
-        xs = rows[x] if numeric_x else [cats.index(v) for v in rows[x]]
-        lbl = ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) or metric
-        ax.plot(xs, rows[metric], marker="o", lw=1.3, ms=4, label=lbl)
-    if not numeric_x:
-        ax.set_xticks(range(len(cats)))
-        ax.set_xticklabels([str(c) for c in cats], rotation=30)
+        # one key: its value (the key is the legend's title); several: key=value pairs
+        label = (
+            str(gkey[0]) if len(rest) == 1 else ", ".join(f"{k}={v}" for k, v in zip(rest, gkey)) or metric
+        )
+        ys = pd.to_numeric(rows[metric], errors="coerce").tolist()
+        if has_data(ys):
+            series.append(Series(label, rows[x].tolist(), ys))
+        else:
+            empty.append(label)
+    return series, empty
+
+
+def _fig_metric(wt: pd.DataFrame, keys: list[str], metric: str, label: str, max_series: int = 12):
+    """``metric`` against a swept key: lines over a numeric key, grouped bars over a categorical one;
+    one series per combination of the other keys. Series without any value are left out (and named
+    in the title); None when no series has a value."""
+    x, rest = _x_key(wt, keys)
+    series, empty = _metric_series(wt, x, rest, metric)
+    if not series:
+        return None
+    shown = series[:max_series]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    if _numeric(wt[x]):
+        draw_lines(ax, shown)
+        xs = sorted(pd.to_numeric(wt[x]).unique())
+        if len(xs) <= 12:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([f"{v:g}" for v in xs], rotation=45 if len(xs) > 6 else 0)
+    else:
+        draw_grouped_bars(ax, list(dict.fromkeys(wt[x].tolist())), shown)
+    if metric in _FRACTIONS:
+        fraction_axis(ax, [y for s in shown for y in s.ys])
     ax.set_xlabel(x)
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-    if rest or len(groups) > 1:
-        ax.legend(fontsize=7, loc="best")
-    if len(groups) > 12:
-        ax.set_title(f"first 12 of {len(groups)} combinations", fontsize=9)
+    if rest:
+        ax.legend(
+            fontsize=8,
+            title=rest[0] if len(rest) == 1 else None,
+            title_fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=min(3, len(shown)),
+            frameon=False,
+        )
+    notes = []
+    if len(series) > max_series:
+        notes.append(f"first {max_series} of {len(series)} series")
+    if empty:
+        notes.append(f"no value (no prefetches) for {'; '.join(empty)}")
+    if notes:
+        ax.set_title("\n".join(notes), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -136,13 +181,13 @@ def build_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         )
     if len(ok) and keys:
         for metric, label, question in METRICS:
-            if ok[metric].notna().any():
-                rep.figure(
-                    _fig_metric(ok, keys, metric, label),
-                    f"sweep_{metric}",
-                    f"{label} across the sweep",
-                    question,
+            fig = _fig_metric(ok, keys, metric, label)
+            if fig is None:
+                rep.text(
+                    f"{label}: no point has a value (no prefetches were issued), so no chart.", cls="note"
                 )
+                continue
+            rep.figure(fig, f"sweep_{metric}", f"{label} across the sweep", question)
     failed = wt[wt["status"] != "ok"]
     if len(failed):
         rep.text(f"{len(failed)} points failed (listed at the end).", cls="note")

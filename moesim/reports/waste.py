@@ -363,7 +363,7 @@ def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> 
         "compared against the same trace and cache with no prefetching (on-demand)."
     )
     rep.heading("Headline figures")
-    rep.table(ws.assign(value=ws["value"].map(_tidy)), caption="from summary.json (also waste_summary.csv)")
+    rep.table(_display(ws), caption="from summary.json (also waste_summary.csv, in bytes)")
     rep.heading("Where did the bytes go?")
     rep.figure(
         _fig_bytes(summary),
@@ -372,13 +372,16 @@ def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> 
         "How many bytes did this run move compared with loading experts only on demand, and how much of "
         "the prefetch traffic was never used?",
     )
-    rep.figure(
-        _fig_outcomes(summary),
-        "prefetch_outcomes",
-        "What happened to each prefetch (count)",
-        "Of the prefetches issued, how many arrived in time, arrived late, were copied for nothing, or were "
-        "cancelled before their copy started?",
-    )
+    if summary["prefetch"]["issued"]:
+        rep.figure(
+            _fig_outcomes(summary),
+            "prefetch_outcomes",
+            "What happened to each prefetch (count)",
+            "Of the prefetches issued, how many arrived in time, arrived late, were copied for nothing, or "
+            "were cancelled before their copy started?",
+        )
+    else:
+        rep.text("No prefetches were issued in this run: every copy was on demand.", cls="note")
     rep.heading("Did prefetches arrive in time?")
     if extras is not None and len(extras):
         rep.figure(
@@ -451,10 +454,24 @@ def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     return rep.write(out / "report.html")
 
 
-def _tidy(v: Any) -> Any:
-    if isinstance(v, float) and v.is_integer() and abs(v) > 1000:
-        return int(v)
-    return v
+def _display(ws: pd.DataFrame) -> pd.DataFrame:
+    """The headline table for a reader: bytes in GiB, counts as integers, ratios and times rounded."""
+    out = ws.copy()
+    out["value"] = [_display_value(v, u) for v, u in zip(ws["value"], ws["unit"])]
+    out["unit"] = ["GiB" if u == "bytes" else u for u in ws["unit"]]
+    return out
+
+
+def _display_value(v: Any, unit: str) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    if unit == "bytes":
+        return f"{v / GIB:,.3f}"
+    if unit == "count":
+        return f"{int(v):,}"
+    if unit == "ms":
+        return f"{v:,.3f}"
+    return f"{v:.4f}"
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -224,3 +225,167 @@ def test_report_on_a_compare_dir(compare_dir, tmp_path):
     shot = tmp_path / "rep.png"
     render(page, shot)
     check_screenshot(shot)
+
+
+# -- layout in the browser and the figures' margins ------------------------------------------------
+_LAYOUT_JS = """<script>
+window.addEventListener('load', () => {
+  const vw = document.documentElement.clientWidth;
+  const r = {vw: vw, page: document.documentElement.scrollWidth, imgs: [], tables: []};
+  for (const img of document.images) {
+    const b = img.getBoundingClientRect();
+    r.imgs.push({ok: img.complete && img.naturalWidth > 0, right: b.right});
+  }
+  for (const t of document.querySelectorAll('table')) {
+    const p = t.parentElement, b = p.getBoundingClientRect();
+    r.tables.push({cls: p.className, overflow: getComputedStyle(p).overflowX, right: b.right});
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout';
+  pre.textContent = JSON.stringify(r);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def check_layout(page: Path, tmp_path: Path, width: int = 800) -> dict:
+    """Open ``page`` at ``width`` px in headless Chromium: every figure decodes and fits, the page does
+    not scroll sideways, and every table sits in a wrapper that scrolls instead."""
+    import json
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    probe = page.parent / f"_layout_{page.name}"
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_JS + "</body>"), encoding="utf-8"
+    )
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},900",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                probe.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    probe.unlink()
+    found = re.search(r"<pre id=\"layout\">(.*?)</pre>", dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    r = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert r["page"] <= r["vw"] + 1, f"{page.name}: the page scrolls sideways ({r['page']} > {r['vw']} px)"
+    assert r["imgs"] and all(i["ok"] for i in r["imgs"]), f"{page.name}: a figure did not decode"
+    assert all(i["right"] <= r["vw"] + 1 for i in r["imgs"]), f"{page.name}: a figure is wider than the page"
+    for t in r["tables"]:
+        assert t["cls"] == "tablewrap" and t["overflow"] == "auto" and t["right"] <= r["vw"] + 1, t
+    return r
+
+
+def check_margins(png: Path) -> None:
+    """Nothing is cut at the figure's edge: a 3-pixel frame of background all around (labels,
+    legends and titles inside the saved image)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("L"))
+    frame = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
+    assert frame.min() >= 250, f"{png.name}: ink touches the edge of the image (something is clipped)"
+
+
+def test_run_report_layout_and_margins(run_dir, tmp_path):
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    for png in (tmp_path / "rep" / "figures").glob("*.png"):
+        check_margins(png)
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert not re.search(r"\d,\d{3}\.0\b", html), "a count printed as a float"
+    assert "GiB" in html
+    check_layout(tmp_path / "rep" / "report.html", tmp_path)
+
+
+def test_comparison_layout_and_margins(compare_dir, tmp_path):
+    for png in (compare_dir / "figures").glob("*.png"):
+        check_margins(png)
+    r = check_layout(compare_dir / "comparison.html", tmp_path)
+    assert len(r["imgs"]) >= 4
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    rc = main(
+        [
+            "sweep",
+            "--grid",
+            "predictor.name=none,oracle",
+            "--grid",
+            "cache.capacity=64,256",
+            "--set",
+            "trace.max_sequences=1",
+            "--heatmap",
+            "counts.hit_rate",
+            "--heatmap",
+            "traffic.bytes_h2d",
+            "--out",
+            str(out),
+            "-j",
+            "2",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def test_sweep_report_renders_without_empty_charts(sweep_dir, tmp_path):
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    page = tmp_path / "rep" / "report.html"
+    check_images(page, 4)
+    for png in (tmp_path / "rep" / "figures").glob("*.png"):
+        check_margins(png)
+    check_layout(page, tmp_path)
+    shot = tmp_path / "sweep.png"
+    render(page, shot)
+    check_screenshot(shot)
+
+
+def test_heatmaps_and_gantt_render(sweep_dir, tmp_path):
+    pngs = sorted(sweep_dir.glob("heatmap_*.png"))
+    assert len(pngs) == 2
+    gantt = tmp_path / "g.png"
+    assert (
+        main(
+            [
+                "run",
+                "--quiet",
+                "--set",
+                "trace.max_sequences=1",
+                "--out",
+                str(tmp_path / "r"),
+                "--gantt",
+                str(gantt),
+            ]
+        )
+        == 0
+    )
+    pngs.append(gantt)
+    page = tmp_path / "figures.html"
+    page.write_text(
+        "<!DOCTYPE html><html><body>"
+        + "".join(f"<figure><img src='{p.resolve().as_uri()}' style='max-width:100%'></figure>" for p in pngs)
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    for png in pngs:
+        check_margins(png)
+    r = check_layout(page, tmp_path, width=1400)
+    assert len(r["imgs"]) == 3
