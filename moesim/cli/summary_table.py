@@ -74,6 +74,10 @@ def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
         )
     if prov.get("profile_extrapolations"):
         t.add_row("[yellow]extrapolated", "; ".join(prov["profile_extrapolations"]))
+    # Optimistic settings and what the run found about its own plan (experiments/holdout.py): kept in
+    # summary.json too, but a reader of the console must not need to open it to learn them.
+    for note in prov.get("notes", []):
+        t.add_row("[yellow]note", note)
     if out is not None:
         t.add_row("results", str(out))
     Console().print(t)

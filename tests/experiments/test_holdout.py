@@ -1,0 +1,160 @@
+"""Learned predictors replay only the sequences they did not train on; every optimistic setting and
+every surprise a run finds about its own plan is a note, in summary.json and on the console."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moesim.cli.main import main
+from moesim.errors import MoesimInputError
+from moesim.evaluation.splits import split_by_sequence
+from moesim.experiments.holdout import TRAIN_FRACTION, is_learned, select_replay
+from moesim.experiments.run import prepare, run_prepared
+from moesim.experiments.scenario import load_scenario
+from moesim.traces.native import load_trace, trace_digest
+from tests.experiments.conftest import REPO
+
+TRACE = REPO / "traces" / "default.moetrace"
+
+
+def _sc(*sets: str):
+    return load_scenario(None, ["trace.max_sequences=8", "cache.capacity=256", *sets])
+
+
+def _flat(console: str) -> str:
+    """The console table's text with its borders and wrapping removed."""
+    return " ".join(console.replace("│", " ").split())
+
+
+def _notes(summary: dict) -> str:
+    return " | ".join(summary["provenance"].get("notes", []))
+
+
+@pytest.mark.parametrize(
+    "name,learned",
+    [
+        ("markov", True),
+        ("st-moe", True),
+        ("moe-infinity", True),
+        ("finemoe", True),
+        ("prophet", True),
+        ("pre-attention", True),
+        ("next-gate", True),
+        ("popularity", False),
+        ("prev-token", False),
+        ("oracle", False),
+        ("none", False),
+    ],
+)
+def test_which_predictors_are_held_out(name, learned):
+    assert is_learned(name) is learned
+
+
+def test_learned_predictor_replays_only_held_out_sequences():
+    p = prepare(_sc("predictor.name=markov"))
+    full = load_trace(TRACE).select(list(range(8)))
+    split = split_by_sequence(full, TRAIN_FRACTION, 0)
+    assert p.trace.num_sequences == len(split.test) < 8
+    assert trace_digest(p.trace) == trace_digest(full.select(split.test))
+    assert trace_digest(p.fit_trace) == trace_digest(full.select(split.train))
+    assert not set(split.train) & set(split.test)
+    s = run_prepared(p).summary
+    assert s["counts"]["tokens"] == p.trace.num_tokens < full.num_tokens
+    assert f"replaying the other {len(split.test)}" in _notes(s)
+
+
+def test_replay_training_replays_everything_and_says_so():
+    p = prepare(_sc("predictor.name=markov", "predictor.replay_training=true"))
+    assert p.trace.num_sequences == 8 and p.fit_trace is None
+    s = run_prepared(p).summary
+    assert s["counts"]["tokens"] == 8 * 128
+    assert "scored on its own training sequences (optimistic" in _notes(s)
+
+
+def test_held_out_split_follows_the_seed():
+    a = prepare(_sc("predictor.name=markov", "seed=0")).trace
+    b = prepare(_sc("predictor.name=markov", "seed=1")).trace
+    assert trace_digest(a) != trace_digest(b)
+
+
+def test_explicit_fit_trace_or_model_is_not_split(tmp_path):
+    p = prepare(_sc("predictor.name=markov", f"predictor.fit_trace={TRACE}"))
+    assert p.trace.num_sequences == 8
+    s = run_prepared(p).summary
+    assert "predictor.fit_trace is the replayed trace" in _notes(s)
+
+
+def test_one_sequence_cannot_be_held_out():
+    with pytest.raises(MoesimInputError, match=r"predictor.replay_training: markov .* 1 sequence"):
+        prepare(load_scenario(None, ["trace.max_sequences=1", "predictor.name=markov"]))
+
+
+def test_non_learned_predictors_replay_the_whole_trace():
+    sel = select_replay(_sc("predictor.name=popularity"), load_trace(TRACE))
+    assert sel.fit_trace is None and sel.notes == [] and sel.trace.num_sequences == 16
+
+
+def test_prev_token_without_prefetch_says_why():
+    s = run_prepared(prepare(_sc("predictor.name=prev-token", "cache.capacity=128"))).summary
+    assert s["prefetch"]["issued"] == 0
+    assert "prev-token issued no prefetch over the whole run" in _notes(s)
+    assert "LRU cache of 128 slots" in _notes(s)
+    # with a cache too small for a token's working set it does prefetch, and no note is left
+    s = run_prepared(prepare(_sc("predictor.name=prev-token", "cache.capacity=64"))).summary
+    assert s["prefetch"]["issued"] > 0 and "no prefetch" not in _notes(s)
+
+
+def test_none_predictor_has_no_notes():
+    s = run_prepared(prepare(_sc("predictor.name=none"))).summary
+    assert "notes" not in s["provenance"]
+
+
+def test_notes_are_printed_with_the_summary(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "run",
+                "--set",
+                "trace.max_sequences=8",
+                "--set",
+                "predictor.name=markov",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    out = _flat(capsys.readouterr().out)
+    assert "note" in out and "markov trained on" in out and "replaying the other" in out
+    assert main(["run", "--out", str(tmp_path / "d")]) == 0
+    assert "popularity fitted on the replayed trace itself (optimistic" in _flat(capsys.readouterr().out)
+
+
+def test_quiet_prints_no_notes(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "run",
+                "--quiet",
+                "--set",
+                "predictor.name=prev-token",
+                "--set",
+                "trace.max_sequences=2",
+                "--set",
+                "cache.capacity=128",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_held_out_run_is_deterministic():
+    a = run_prepared(prepare(_sc("predictor.name=st-moe"))).summary
+    b = run_prepared(prepare(_sc("predictor.name=st-moe"))).summary
+    assert a["counts"] == b["counts"] and np.isclose(
+        a["latency"]["tpot_ms"]["mean"], b["latency"]["tpot_ms"]["mean"]
+    )
