@@ -158,3 +158,14 @@ def test_held_out_run_is_deterministic():
     assert a["counts"] == b["counts"] and np.isclose(
         a["latency"]["tpot_ms"]["mean"], b["latency"]["tpot_ms"]["mean"]
     )
+
+
+def test_sweep_prints_each_note_with_its_points(tmp_path, capsys):
+    grid = ["--grid", "predictor.name=prev-token,markov", "--grid", "cache.capacity=128,256"]
+    args = ["sweep", "--set", "trace.max_sequences=2", *grid, "-j", "1", "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "note (point 0): predictor prev-token issued no prefetch" in out
+    assert "note (points 2, 3): markov trained on 1 of the trace's 2 sequences" in out
+    assert main([*args[:-1], str(tmp_path / "q"), "--quiet"]) == 0
+    assert "note" not in capsys.readouterr().out
