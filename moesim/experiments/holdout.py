@@ -12,8 +12,11 @@ summary on the console: every optimistic setting, and what a run found out about
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from moesim.errors import fail
 from moesim.evaluation.splits import split_by_sequence
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 
 # The same split ``moesim predictor train`` and ``eval`` use by default.
 TRAIN_FRACTION = 0.8
+# Where ``moesim predictor train`` records its training sequences in a model file's info.
+DIGESTS_KEY = "train_sequence_digests"
 
 # Fitted on a training trace, but a static ranking kept as the project's default baseline: its
 # optimism is printed, not held out (held out, the default scenario's results would change).
@@ -50,10 +55,63 @@ class ReplaySelection:
     notes: list[str] = field(default_factory=list)
 
 
+def sequence_digests(trace: Trace) -> list[str]:
+    """A short content hash of each sequence's decode routing: which sequences a model saw in
+    training, recognisable in any trace file or selection that holds them."""
+    off = np.asarray(trace.seq_offsets, dtype=np.int64)
+    out = []
+    for s in range(trace.num_sequences):
+        rows = np.ascontiguousarray(trace.experts[off[s] : off[s + 1]], dtype=np.int32)
+        out.append(hashlib.blake2b(rows.tobytes(), digest_size=8).hexdigest())
+    return out
+
+
+def _model_training(pc, path: str) -> list[str] | None:
+    from moesim.policies.predictors._common import load_model_file
+
+    _, config = load_model_file(path, pc.name)
+    digests = (config.get("info") or {}).get(DIGESTS_KEY)
+    return list(digests) if isinstance(digests, list) else None
+
+
+def _replay_untrained(sc: Scenario, trace: Trace, path: str) -> ReplaySelection:
+    """A model file that lists its training sequences: replay the others."""
+    pc = sc.predictor
+    trained = _model_training(pc, path)
+    if trained is None:
+        return ReplaySelection(
+            trace,
+            notes=[
+                f"model file {path} does not list its training sequences (trained before moesim recorded "
+                "them, or not by moesim predictor train): the run may replay sequences it was trained on"
+            ],
+        )
+    seen = set(trained)
+    keep = [i for i, d in enumerate(sequence_digests(trace)) if d not in seen]
+    overlap = trace.num_sequences - len(keep)
+    if overlap == 0:
+        return ReplaySelection(trace)
+    if pc.replay_training:
+        note = f"{overlap} of the replayed sequences trained model file {path} (optimistic: predictor.replay_training=true)"
+        return ReplaySelection(trace, notes=[note])
+    if not keep:
+        fail(
+            f"predictor.params.model: {path} was trained on every sequence of the replayed trace; replay "
+            "other sequences, or set predictor.replay_training=true (optimistic)"
+        )
+    note = f"replaying the {len(keep)} sequences model file {path} was not trained on (left out {overlap})"
+    return ReplaySelection(trace.select(keep), notes=[note])
+
+
 def select_replay(sc: Scenario, trace: Trace) -> ReplaySelection:
     """Hold out the training sequences of a learned predictor fitted on the replayed trace."""
     pc = sc.predictor
-    if not is_learned(pc.name) or pc.fit_trace or pc.params.get("model") is not None:
+    model = pc.params.get("model")
+    if not is_learned(pc.name) or pc.fit_trace:
+        return ReplaySelection(trace)
+    if isinstance(model, str):
+        return _replay_untrained(sc, trace, model)
+    if model is not None:  # an in-memory model (Python API): its training data is the caller's business
         return ReplaySelection(trace)
     if pc.replay_training:
         return ReplaySelection(

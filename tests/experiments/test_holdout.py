@@ -169,3 +169,39 @@ def test_sweep_prints_each_note_with_its_points(tmp_path, capsys):
     assert "note (points 2, 3): markov trained on 1 of the trace's 2 sequences" in out
     assert main([*args[:-1], str(tmp_path / "q"), "--quiet"]) == 0
     assert "note" not in capsys.readouterr().out
+
+
+def test_model_file_replays_only_sequences_it_was_not_trained_on(tmp_path, capsys):
+    from moesim.experiments.holdout import DIGESTS_KEY, sequence_digests
+    from moesim.policies.predictors._common import load_model_file
+
+    model = tmp_path / "p.safetensors"
+    tiny = ["--set", "d_model=16", "--set", "ff=32", "--set", "attn_heads=2", "--set", "epochs=1"]
+    assert main(["predictor", "train", "prophet", "--trace", str(TRACE), *tiny, "--out", str(model)]) == 0
+    capsys.readouterr()
+    trained = load_model_file(model, "prophet")[1]["info"][DIGESTS_KEY]
+    full = load_trace(TRACE)
+    split = split_by_sequence(full, 0.8, 0)
+    assert sorted(trained) == sorted(sequence_digests(full.select(split.train)))
+    sets = [f"predictor.params={{model: {model}}}", "predictor.name=prophet", "cache.capacity=256"]
+    p = prepare(load_scenario(None, sets))
+    assert trace_digest(p.trace) == trace_digest(full.select(split.test))
+    assert f"replaying the {len(split.test)} sequences model file" in " ".join(p.notes)
+    # another selection of the same trace: still only the unseen sequences
+    p = prepare(load_scenario(None, [*sets, "trace.domain=math"]))
+    math = [i for i in split.test if full.seq_domain[i] == full.meta.domains.index("math")]
+    assert trace_digest(p.trace) == trace_digest(full.select(math))
+    p = prepare(load_scenario(None, [*sets, "predictor.replay_training=true"]))
+    assert p.trace.num_sequences == 16 and "optimistic" in " ".join(p.notes)
+    # every replayed sequence was a training one: refused, one line
+    with pytest.raises(MoesimInputError, match="trained on every sequence of the replayed trace"):
+        _all_trained(sets, full, split)
+
+
+def _all_trained(sets, full, split):
+    """A domain whose first sequence trained the model, replayed one sequence."""
+    for d, name in enumerate(full.meta.domains):
+        idx = [i for i in range(full.num_sequences) if full.seq_domain[i] == d]
+        if idx and idx[0] in set(split.train.tolist()):
+            return prepare(load_scenario(None, [*sets, f"trace.domain={name}", "trace.max_sequences=1"]))
+    pytest.skip("no domain whose first sequence is a training one")
