@@ -136,6 +136,32 @@ def select_replay(sc: Scenario, trace: Trace) -> ReplaySelection:
     return ReplaySelection(test, train, [note])
 
 
+def plan_notes(sc: Scenario, top_n: int, min_slots: int, num_experts: int) -> list[str]:
+    """A plan that cannot fit the cache by construction: the experts the planner may take for the
+    layer-steps in flight, beside the step being computed, exceed the slots they share."""
+    pc = sc.predictor
+    if not PREDICTORS.get(pc.name).predicts:
+        return []
+    n = min(num_experts, top_n + pc.overprovision)
+    h = max(1, pc.horizon)
+    if sc.cache.scope == "per-layer":
+        if n > sc.cache.capacity:
+            return [
+                f"prefetch plan cannot fit the cache: up to {n} experts per prediction (predictor.top_n + "
+                f"overprovision) for a per-layer cache of {sc.cache.capacity} slots; the surplus is never "
+                "prefetched"
+            ]
+        return []
+    need = n * h + min_slots
+    if need > sc.cache.capacity:
+        return [
+            f"prefetch plan cannot fit the cache: up to {n} experts per prediction x horizon {h} in flight "
+            f"plus the {min_slots} of the step being computed = {need} > cache.capacity {sc.cache.capacity}; "
+            "prefetches evict each other before use"
+        ]
+    return []
+
+
 def setting_notes(sc: Scenario) -> list[str]:
     """Optimistic settings known before the run."""
     pc = sc.predictor
@@ -169,10 +195,11 @@ def outcome_notes(sc: Scenario, summary: dict[str, Any], num_layers: int, min_sl
                 "cache or another cache policy"
             )
         notes.append(f"predictor {sc.predictor.name} issued no prefetch over the whole run: {why}")
-    elif per_step > slots:
+    elif per_step > slots >= counts["accesses"] / steps:
+        # The cache could hold a decode step's demand; the prefetches alone overflow it.
         notes.append(
             f"prefetch plan cannot fit the cache: {per_step:,.0f} experts prefetched per decode step on "
-            f"average, more than the cache's {slots} slots, so prefetches evict each other and every "
-            "cached expert each step; lower predictor.top_n (default k x batch) or raise cache.capacity"
+            f"average, more than the cache's {slots} slots (which hold a step's demand), so prefetches "
+            "evict each other and every cached expert each step; lower predictor.top_n (default k x batch)"
         )
     return notes

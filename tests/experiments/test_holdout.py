@@ -205,3 +205,21 @@ def _all_trained(sets, full, split):
         if idx and idx[0] in set(split.train.tolist()):
             return prepare(load_scenario(None, [*sets, f"trace.domain={name}", "trace.max_sequences=1"]))
     pytest.skip("no domain whose first sequence is a training one")
+
+
+@pytest.mark.parametrize(
+    "sets,expect",
+    [
+        (["predictor.name=oracle", "predictor.horizon=3", "cache.capacity=24"], "= 32 > cache.capacity 24"),
+        (["predictor.name=oracle", "predictor.horizon=2", "cache.capacity=24"], None),  # 8 x 2 + 8 = 24 fits
+        (
+            ["predictor.name=popularity", "predictor.top_n=10", "cache.scope=per-layer", "cache.capacity=8"],
+            "up to 10 experts per prediction",
+        ),
+        (["predictor.name=popularity"], None),
+    ],
+)
+def test_plans_that_cannot_fit_by_construction(sets, expect):
+    s = run_prepared(prepare(load_scenario(None, ["trace.max_sequences=1", *sets]))).summary
+    fits = [n for n in s["provenance"].get("notes", []) if "cannot fit" in n]
+    assert (expect is None and not fits) or (expect is not None and expect in " ".join(fits))
