@@ -2,8 +2,9 @@
 
 A learned predictor fitted on the trace it then replays is scored on its own training data. By
 default a run of one fitted on the replayed trace (no ``predictor.fit_trace``, no model file)
-trains on a seeded split of the trace's sequences and replays only the others;
-``predictor.replay_training: true`` replays everything (optimistic, and said so).
+trains on a seeded split of the trace's sequences and replays only the others; one loading a model
+file from ``moesim predictor train`` replays only the sequences the file does not list as trained
+on. ``predictor.replay_training: true`` replays everything (optimistic, and said so).
 
 Notes are plain sentences kept in ``summary.json`` (``provenance.notes``) and printed with the
 summary on the console: every optimistic setting, and what a run found out about its own plan
@@ -24,6 +25,7 @@ from moesim.policies.registries import PREDICTORS
 from moesim.traces.trace import Trace
 
 if TYPE_CHECKING:
+    from moesim.experiments.run import Prepared
     from moesim.experiments.scenario import Scenario
 
 # The same split ``moesim predictor train`` and ``eval`` use by default.
@@ -136,13 +138,26 @@ def select_replay(sc: Scenario, trace: Trace) -> ReplaySelection:
     return ReplaySelection(test, train, [note])
 
 
-def plan_notes(sc: Scenario, top_n: int, min_slots: int, num_experts: int) -> list[str]:
+def prepared_notes(p: Prepared) -> list[str]:
+    """Every note known before the run: the replay selection's, optimistic settings, plans that
+    cannot fit."""
+    m = p.model
+    return [
+        *p.notes,
+        *setting_notes(p.scenario),
+        *plan_notes(p.scenario, p.top_n, p.min_slots, m.num_experts, m.top_k),
+    ]
+
+
+def plan_notes(sc: Scenario, top_n: int, min_slots: int, num_experts: int, top_k: int) -> list[str]:
     """A plan that cannot fit the cache by construction: the experts the planner may take for the
     layer-steps in flight, beside the step being computed, exceed the slots they share."""
     pc = sc.predictor
     if not PREDICTORS.get(pc.name).predicts:
         return []
     n = min(num_experts, top_n + pc.overprovision)
+    if pc.name == "popularity" and sc.batch > 1 and pc.params.get("per_sequence", True) is True:
+        n = min(n, top_k)  # one sequence's plan (policies/predictors/popularity.py)
     h = max(1, pc.horizon)
     if sc.cache.scope == "per-layer":
         if n > sc.cache.capacity:

@@ -23,7 +23,7 @@ from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
-from moesim.experiments.holdout import outcome_notes, plan_notes, select_replay, setting_notes
+from moesim.experiments.holdout import outcome_notes, prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
@@ -359,7 +359,7 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
         "device": device,
         "prompt_tokens": p.prompt_tokens,
     }
-    notes = [*p.notes, *setting_notes(sc), *plan_notes(sc, p.top_n, p.min_slots, p.model.num_experts)]
+    notes = prepared_notes(p)
     if notes:
         prov["notes"] = notes
     return prov
