@@ -218,3 +218,11 @@ def outcome_notes(sc: Scenario, summary: dict[str, Any], num_layers: int, min_sl
             "evict each other and every cached expert each step; lower predictor.top_n (default k x batch)"
         )
     return notes
+
+
+def add_outcome_notes(p: Prepared, summary: dict[str, Any]) -> None:
+    """Append what the finished run found (``outcome_notes``) to ``summary``'s provenance notes."""
+    found = outcome_notes(p.scenario, summary, p.model.num_moe_layers, p.min_slots)
+    if found:
+        prov = summary["provenance"]
+        prov["notes"] = [*prov.get("notes", []), *found]

@@ -23,7 +23,7 @@ from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
-from moesim.experiments.holdout import outcome_notes, prepared_notes, select_replay
+from moesim.experiments.holdout import add_outcome_notes, prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
@@ -387,8 +387,7 @@ def run_prepared(
         _keep_baseline(_baseline_key(p, prov), misses, baselines)
     tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
     summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
-    if found := outcome_notes(p.scenario, summary, p.model.num_moe_layers, p.min_slots):
-        summary["provenance"]["notes"] = [*summary["provenance"].get("notes", []), *found]
+    add_outcome_notes(p, summary)
     if batcher is not None:
         summary["requests"] = request_summary(batcher.requests)
     wall = time.perf_counter() - wall0

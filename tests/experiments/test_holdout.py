@@ -223,3 +223,22 @@ def test_plans_that_cannot_fit_by_construction(sets, expect):
     s = run_prepared(prepare(load_scenario(None, ["trace.max_sequences=1", *sets]))).summary
     fits = [n for n in s["provenance"].get("notes", []) if "cannot fit" in n]
     assert (expect is None and not fits) or (expect is not None and expect in " ".join(fits))
+
+
+def test_live_runs_carry_the_same_notes():
+    pytest.importorskip("torch")
+    from moesim.engine.live.harness import run_live
+    from moesim.engine.live_executor import LiveOptions
+    from tests.helpers import random_trace
+    from tests.live.conftest import E as LE
+    from tests.live.conftest import K as LK
+    from tests.live.conftest import L as LL
+    from tests.live.conftest import live_prepared, tiny_model
+
+    tr = random_trace(np.random.default_rng(7), 2, 6, LL, LE, LK)
+    p = live_prepared(tr, tiny_model(), predictor="prev-token", capacity=8)  # 8 >= L x k: always resident
+    live = run_live(p, LiveOptions(device="cpu", keep_awake=False)).result.summary
+    sim = run_prepared(p).summary
+    assert live["prefetch"]["issued"] == sim["prefetch"]["issued"] == 0
+    assert live["provenance"]["notes"] == sim["provenance"]["notes"]
+    assert "prev-token issued no prefetch" in _notes(live)
