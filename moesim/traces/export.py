@@ -209,8 +209,8 @@ def oracle_general_records(
     if not 1 <= obj_size <= 0xFFFFFFFF:
         fail(f"--obj-size: must be in [1, 4294967295] bytes, got {obj_size}")
     keys, clock = request_stream(trace, batch, prefill)
-    if len(clock) and clock[-1] > 0xFFFFFFFF:
-        fail(f"trace has {clock[-1] + 1:,} layer-steps; oracleGeneral's clock_time holds at most 2^32")
+    if len(clock) and clock[-1] >= 1 << 32:
+        fail(f"the trace replays {clock[-1] + 1:,} layer-steps; oracleGeneral's uint32 clock_time holds 2^32")
     rec = np.empty(len(keys), ORACLE_GENERAL)
     rec["clock_time"] = clock
     rec["obj_id"] = keys
@@ -219,12 +219,99 @@ def oracle_general_records(
     return rec
 
 
+# Requests per block of the streaming writer: ~50 bytes of working memory each.
+_CHUNK_REQUESTS = 1 << 22
+
+
+@dataclass
+class _Block:
+    start: int  # index of its first request in the whole stream
+    keys: np.ndarray  # int64 object ids
+    clock: np.ndarray  # int64 layer-step of each request
+
+
+def _blocks_batch1(trace: Trace) -> tuple[list[tuple[int, int]], int, int, object]:
+    """Batch 1 without prefill: blocks are token ranges, computed on demand (nothing kept)."""
+    L, k = trace.meta.num_layers, trace.meta.top_k
+    per = max(1, _CHUNK_REQUESTS // (L * k))
+    spans = [(a, min(a + per, trace.num_tokens)) for a in range(0, trace.num_tokens, per)]
+    offs = (np.arange(L, dtype=np.int64) * trace.meta.num_experts)[None, :, None]
+
+    def block(i: int) -> _Block:
+        a, b = spans[i]
+        keys = (np.asarray(trace.experts[a:b], dtype=np.int64) + offs).reshape(-1)
+        clock = np.repeat(np.arange(a * L, b * L, dtype=np.int64), k)
+        return _Block(a * L * k, keys, clock)
+
+    return spans, trace.num_tokens * L * k, trace.num_tokens * L, block
+
+
+def _blocks_groups(trace: Trace, batch: int, prefill: bool) -> tuple[list, int, int, object]:
+    """Batches or prompt passes: one forward pass keeps each group's keys (int32) and step sizes."""
+    groups, start, step0 = [], 0, 0
+    for g in iter_groups(trace, batch, prefill):
+        lens = np.fromiter((len(st) for st in g.steps), dtype=np.int32, count=len(g.steps))
+        keys = np.fromiter((key for st in g.steps for key in st), dtype=np.int32, count=int(lens.sum()))
+        groups.append((start, step0, keys, lens))
+        start, step0 = start + len(keys), step0 + len(lens)
+
+    def block(i: int) -> _Block:
+        first, s0, keys, lens = groups[i]
+        clock = np.repeat(np.arange(s0, s0 + len(lens), dtype=np.int64), lens)
+        return _Block(first, keys.astype(np.int64), clock)
+
+    return groups, start, step0, block
+
+
+def _next_in_block(b: _Block, later: np.ndarray) -> np.ndarray:
+    """Next-access vtimes of a block's requests; ``later[key]`` holds the 1-based index of the key's
+    first request after the block (-1: none) and is moved to its first request in the block."""
+    keys = b.keys
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    same = sk[1:] == sk[:-1]
+    nxt = np.empty(len(keys), np.int64)
+    nxt[order[:-1][same]] = b.start + order[1:][same] + 1
+    last = order[np.append(~same, True)]  # each key's last request in the block
+    nxt[last] = later[keys[last]]
+    first = order[np.insert(~same, 0, True)]
+    later[keys[first]] = b.start + first + 1
+    return nxt
+
+
 def export_libcachesim(
     trace: Trace, out: Path, batch: int = 1, prefill: bool = False, obj_size: int = 1
 ) -> ExportInfo:
-    rec = oracle_general_records(trace, batch, prefill, obj_size)
-    atomic_write_with(out, lambda tmp: rec.tofile(tmp))
-    return ExportInfo(out, len(rec), len(np.unique(rec["obj_id"])))
+    """Stream the oracleGeneral file in blocks, last block first (next-access times come from the
+    future), each written at its offset: memory stays at a few blocks, not the whole stream. Equal
+    byte for byte to ``oracle_general_records`` (the in-memory reference)."""
+    if not 1 <= obj_size <= 0xFFFFFFFF:
+        fail(f"--obj-size: must be in [1, 4294967295] bytes, got {obj_size}")
+    if batch < 1:
+        fail(f"--batch: must be >= 1, got {batch}")
+    if prefill and trace.prefill_experts is None:
+        fail("--prefill: the trace has no prefill routing")
+    if batch == 1 and not prefill:
+        parts, total, steps, block = _blocks_batch1(trace)
+    else:
+        parts, total, steps, block = _blocks_groups(trace, batch, prefill)
+    if steps > 1 << 32:
+        fail(f"the trace replays {steps:,} layer-steps; oracleGeneral's uint32 clock_time holds 2^32")
+    later = np.full(trace.meta.num_layers * trace.meta.num_experts, -1, np.int64)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "r+b") as fh:
+            fh.truncate(total * ORACLE_GENERAL.itemsize)
+            for i in reversed(range(len(parts))):
+                b = block(i)
+                rec = np.empty(len(b.keys), ORACLE_GENERAL)
+                rec["clock_time"], rec["obj_id"], rec["obj_size"] = b.clock, b.keys, obj_size
+                rec["next_access_vtime"] = _next_in_block(b, later)
+                fh.seek(b.start * ORACLE_GENERAL.itemsize)
+                fh.write(rec.tobytes())
+
+    atomic_write_with(out, write)
+    return ExportInfo(out, total, int((later >= 0).sum()))
 
 
 def read_oracle_general(path: str | Path) -> np.ndarray:
