@@ -68,6 +68,22 @@ def sequence_digests(trace: Trace) -> list[str]:
     return out
 
 
+def _foreign_gates(path: str) -> bool:
+    """A gate file exported from a model (next-gate): the model's own router, trained on no trace."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.suffix != ".safetensors" or not p.is_file():
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="np") as fh:
+            return "moesim_config" not in (fh.metadata() or {})
+    except Exception:  # not readable: the predictor reports it in one line when it loads the file
+        return False
+
+
 def _model_training(pc, path: str) -> list[str] | None:
     from moesim.policies.predictors._common import load_model_file
 
@@ -109,9 +125,13 @@ def select_replay(sc: Scenario, trace: Trace) -> ReplaySelection:
     """Hold out the training sequences of a learned predictor fitted on the replayed trace."""
     pc = sc.predictor
     model = pc.params.get("model")
+    if model is None:
+        model = pc.params.get("gates")  # next-gate's gate file
     if not is_learned(pc.name) or pc.fit_trace:
         return ReplaySelection(trace)
     if isinstance(model, str):
+        if pc.params.get("gates") is not None and _foreign_gates(model):
+            return ReplaySelection(trace)
         return _replay_untrained(sc, trace, model)
     if model is not None:  # an in-memory model (Python API): its training data is the caller's business
         return ReplaySelection(trace)

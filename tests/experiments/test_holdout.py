@@ -242,3 +242,24 @@ def test_live_runs_carry_the_same_notes():
     assert live["prefetch"]["issued"] == sim["prefetch"]["issued"] == 0
     assert live["provenance"]["notes"] == sim["provenance"]["notes"]
     assert "prev-token issued no prefetch" in _notes(live)
+
+
+def test_next_gate_files(tmp_path):
+    from safetensors.numpy import save_file
+
+    from moesim.policies.predictors.next_gate import NextGate
+
+    gates = np.zeros((16, 64, 8), np.float32)
+    foreign = tmp_path / "exported.safetensors"
+    save_file({f"gate.{i}": gates[i] for i in range(16)}, str(foreign))  # a model's own routers
+    full = load_trace(TRACE)
+    sel = select_replay(
+        load_scenario(None, ["predictor.name=next-gate", f"predictor.params={{gates: {foreign}}}"]), full
+    )
+    assert sel.trace is full and sel.notes == [] and sel.fit_trace is None
+    fitted = tmp_path / "fitted.safetensors"
+    NextGate.save_model(gates, fitted)  # moesim's file, which does not list its training sequences
+    for key in ("gates", "model"):
+        sc = load_scenario(None, ["predictor.name=next-gate", f"predictor.params={{{key}: {fitted}}}"])
+        sel = select_replay(sc, full)
+        assert sel.trace is full and "does not list its training sequences" in " ".join(sel.notes)
