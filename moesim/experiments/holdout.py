@@ -129,6 +129,8 @@ def select_replay(sc: Scenario, trace: Trace) -> ReplaySelection:
         model = pc.params.get("gates")  # next-gate's gate file
     if not is_learned(pc.name) or pc.fit_trace:
         return ReplaySelection(trace)
+    if pc.name == "st-moe" and pc.params.get("warm_start") is False:  # learns online only
+        return ReplaySelection(trace)
     if isinstance(model, str):
         if pc.params.get("gates") is not None and _foreign_gates(model):
             return ReplaySelection(trace)

@@ -263,3 +263,9 @@ def test_next_gate_files(tmp_path):
         sc = load_scenario(None, ["predictor.name=next-gate", f"predictor.params={{{key}: {fitted}}}"])
         sel = select_replay(sc, full)
         assert sel.trace is full and "does not list its training sequences" in " ".join(sel.notes)
+
+
+def test_st_moe_without_warm_start_trains_on_nothing():
+    sc = load_scenario(None, ["predictor.name=st-moe", "predictor.params={warm_start: false}"])
+    sel = select_replay(sc, load_trace(TRACE))
+    assert sel.trace.num_sequences == 16 and sel.notes == []
