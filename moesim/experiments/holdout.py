@@ -178,25 +178,33 @@ def plan_notes(sc: Scenario, top_n: int, min_slots: int, num_experts: int, top_k
     if not PREDICTORS.get(pc.name).predicts:
         return []
     n = min(num_experts, top_n + pc.overprovision)
+    notes = []
     if pc.name == "popularity" and sc.batch > 1 and pc.params.get("per_sequence", True) is True:
+        if n > top_k and (pc.top_n is not None or pc.overprovision):
+            notes.append(
+                f"popularity plans per sequence: {top_k} experts per layer-step, so predictor.top_n + "
+                f"overprovision = {n} takes no more; set predictor.params.per_sequence=false to rank further"
+            )
         n = min(n, top_k)  # one sequence's plan (policies/predictors/popularity.py)
     h = max(1, pc.horizon)
     if sc.cache.scope == "per-layer":
         if n > sc.cache.capacity:
             return [
+                *notes,
                 f"prefetch plan cannot fit the cache: up to {n} experts per prediction (predictor.top_n + "
                 f"overprovision) for a per-layer cache of {sc.cache.capacity} slots; the surplus is never "
-                "prefetched"
+                "prefetched",
             ]
-        return []
+        return notes
     need = n * h + min_slots
     if need > sc.cache.capacity:
         return [
+            *notes,
             f"prefetch plan cannot fit the cache: up to {n} experts per prediction x horizon {h} in flight "
             f"plus the {min_slots} of the step being computed = {need} > cache.capacity {sc.cache.capacity}; "
-            "prefetches evict each other before use"
+            "prefetches evict each other before use",
         ]
-    return []
+    return notes
 
 
 def setting_notes(sc: Scenario) -> list[str]:

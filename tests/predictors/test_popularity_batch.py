@@ -59,3 +59,13 @@ def test_batch_eight_no_longer_flushes_the_cache():
     notes = " ".join(old["provenance"]["notes"])
     assert "plan cannot fit the cache: 1,024 experts" in notes and "800 slots" in notes
     assert not any("cannot fit" in n for n in new["provenance"]["notes"])
+
+
+def test_a_larger_top_n_at_batch_is_reported_not_ignored():
+    from moesim.experiments.holdout import plan_notes
+
+    sc = load_scenario(None, ["batch=8", "predictor.top_n=32"])
+    notes = plan_notes(sc, 32, 64, 64, 8)
+    assert any("popularity plans per sequence: 8 experts" in n and "= 32" in n for n in notes)
+    assert plan_notes(load_scenario(None, ["batch=8"]), 64, 64, 64, 8) == []  # the default top_n
+    assert plan_notes(load_scenario(None, ["predictor.top_n=32"]), 32, 8, 64, 8) == []  # batch 1: ranked
