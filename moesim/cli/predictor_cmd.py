@@ -176,7 +176,10 @@ def run_train(args: argparse.Namespace) -> int:
     if trained.model is None:
         fail(f"predictor {args.name} has no model to train")
     if hasattr(trained.model, "info"):
+        from moesim.experiments.holdout import DIGESTS_KEY, sequence_digests
+
         trained.model.info = {**trained.model.info, "split": split.how, "trace": str(args.trace)}
+        trained.model.info[DIGESTS_KEY] = sequence_digests(train)  # runs replay only the others
     claim.write_file(lambda p: save_learned(args.name, trained.model, p))
     info = trained.info
     line = f"wrote {out}: {args.name}"

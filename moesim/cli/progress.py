@@ -1,21 +1,93 @@
-"""Progress bars on stderr for long work (silent when stderr is not a terminal, e.g. in CI)."""
+"""Progress of long work, on stderr: a rich bar on a terminal, else (logs, CI, notebooks, pipes) a
+plain line every ``LINE_INTERVAL_S`` seconds of wall time and one when work that printed any ends.
+Off when the caller says so (``--quiet``). Only stderr: results and stdout never change."""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+LINE_INTERVAL_S = 5.0
+
+
+class _Lines:
+    """Plain progress lines for a stream that is not a terminal (no cursor control, no redraws)."""
+
+    def __init__(self, total: int, label: str, unit: str, stream=None):
+        self.total, self.label, self.unit = total, label, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.fields: dict[str, object] = {}
+        self.t0 = self.last = time.monotonic()
+        self.printed = 0
+
+    def advance(self, n: int) -> None:
+        self.update(self.done + n)
+
+    def update(self, completed: int, **fields) -> None:
+        self.done = completed
+        self.fields.update(fields)
+        now = time.monotonic()
+        if now - self.last >= LINE_INTERVAL_S:
+            self.last = now
+            self._line(now)
+
+    def close(self) -> None:
+        if self.printed:  # short work stays silent; long work says it finished
+            self._line(time.monotonic(), final=True)
+
+    def _line(self, now: float, final: bool = False) -> None:
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        unit = self.unit.format(task=_Task(self.fields))
+        secs = now - self.t0
+        tail = f"done in {secs:.0f} s" if final else f"{secs:.0f} s elapsed"
+        print(
+            f"{self.label}: {self.done:,}/{self.total:,} {unit}{pct}, {tail}",
+            file=self.stream,
+            flush=True,
+        )
+        self.printed += 1
+
+
+class _Task:
+    """What ``unit`` format strings read (``{task.fields[failed]}``), as with rich's tasks."""
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+
+
+class _Rich:
+    def __init__(self, prog, task):
+        self.prog, self.task = prog, task
+
+    def advance(self, n: int) -> None:
+        self.prog.advance(self.task, n)
+
+    def update(self, completed: int, **fields) -> None:
+        self.prog.update(self.task, completed=completed, **fields)
 
 
 @contextmanager
 def _bar(
     total: int, label: str, unit: str, enabled: bool | None, elapsed: bool = False, **fields
-) -> Iterator:
-    """A rich Progress with one task, or None when disabled; ``unit`` may use the task's fields."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+) -> Iterator[_Lines | _Rich | None]:
+    """A reporter with ``advance(n)`` and ``update(completed, **fields)``, or None when disabled;
+    ``unit`` may use the task's fields. ``enabled`` None or True: shown, as a bar on a terminal."""
+    if enabled is False:
         yield None
+        return
+    if not sys.stderr.isatty():
+        lines = _Lines(total, label, unit)
+        lines.fields.update(fields)
+        ok = False
+        try:
+            yield lines
+            ok = True
+        finally:
+            if ok:
+                lines.close()
         return
     from rich.console import Console
     from rich.progress import (
@@ -36,7 +108,7 @@ def _bar(
         console=Console(stderr=True),
         transient=True,
     ) as prog:
-        yield prog, prog.add_task(label, total=total, **fields)
+        yield _Rich(prog, prog.add_task(label, total=total, **fields))
 
 
 @contextmanager
@@ -44,11 +116,7 @@ def token_progress(
     total: int, label: str, enabled: bool | None = None
 ) -> Iterator[Callable[[int], None] | None]:
     with _bar(total, label, "tokens", enabled) as bar:
-        if bar is None:
-            yield None
-            return
-        prog, task = bar
-        yield lambda n: prog.advance(task, n)
+        yield None if bar is None else bar.advance
 
 
 @contextmanager
@@ -58,9 +126,8 @@ def point_progress(total: int, label: str, enabled: bool | None = None) -> Itera
         if bar is None:
             yield None
             return
-        prog, task = bar
 
         def update(done: int, failed: int, todo: int) -> None:
-            prog.update(task, completed=total - todo + done, failed=failed)
+            bar.update(total - todo + done, failed=failed)
 
         yield update

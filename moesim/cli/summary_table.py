@@ -74,6 +74,29 @@ def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
         )
     if prov.get("profile_extrapolations"):
         t.add_row("[yellow]extrapolated", "; ".join(prov["profile_extrapolations"]))
+    # Optimistic settings and what the run found about its own plan (experiments/holdout.py): kept in
+    # summary.json too, but a reader of the console must not need to open it to learn them.
+    for note in prov.get("notes", []):
+        t.add_row("[yellow]note", note)
     if out is not None:
         t.add_row("results", str(out))
     Console().print(t)
+
+
+def print_table_notes(table, limit: int = 10) -> None:
+    """The distinct run notes of a sweep's or comparison's points, each with the points it concerns
+    (the ``provenance.notes`` column holds each point's notes as a JSON list)."""
+    import json
+
+    if "provenance.notes" not in getattr(table, "columns", ()):
+        return
+    points: dict[str, list[int]] = {}
+    for point, cell in zip(table["point"], table["provenance.notes"]):
+        if isinstance(cell, str) and cell:
+            for note in json.loads(cell):
+                points.setdefault(note, []).append(int(point))
+    for note, pts in list(points.items())[:limit]:
+        where = ", ".join(map(str, pts[:8])) + (f" and {len(pts) - 8} more" if len(pts) > 8 else "")
+        print(f"note (point{'s' if len(pts) > 1 else ''} {where}): {note}")
+    if len(points) > limit:
+        print(f"... and {len(points) - limit} more notes (column provenance.notes)")

@@ -103,6 +103,9 @@ def report_outcome(outcome, quiet: bool) -> int:
     if len(outcome.failed) > 10:
         print(f"  ... and {len(outcome.failed) - 10} more (see the error column)", file=sys.stderr)
     if not quiet:
+        from moesim.cli.summary_table import print_table_notes
+
+        print_table_notes(outcome.table)
         print(f"table: {outcome.out / 'results.parquet'} and {outcome.out / 'results.csv'}")
     return 1 if outcome.failed else 0
 

@@ -126,6 +126,23 @@ def register(sub: Any) -> None:
     st.add_argument("--force", action="store_true", help=FORCE_HELP)
     st.set_defaults(func=run_stats)
 
+    ex = tsub.add_parser(
+        "export",
+        help="write a trace for other tools: parquet (one row per access) or libcachesim (oracleGeneral)",
+        description="Export a trace: --format parquet (one row per expert access) or libcachesim "
+        "(libCacheSim's oracleGeneral binary, object id = layer x E + expert; docs/trace-format.md).",
+    )
+    ex.add_argument("trace", metavar="TRACE")
+    ex.add_argument("--format", "-f", required=True, dest="fmt", choices=("parquet", "libcachesim"))
+    ex.add_argument("--out", "-o", required=True, type=Path, help="output file")
+    ex.add_argument("--force", action="store_true", help="replace --out if it is a file")
+    ex.add_argument(
+        "--batch", type=int, default=1, help="libcachesim: sequences decoded together (default 1)"
+    )
+    ex.add_argument("--prefill", action="store_true", help="libcachesim: include each group's prompt pass")
+    ex.add_argument("--obj-size", type=int, default=1, help="libcachesim: bytes per object (default 1)")
+    ex.set_defaults(func=run_export)
+
 
 def _help(p: argparse.ArgumentParser) -> int:
     p.print_help()
@@ -355,3 +372,21 @@ def _print_stats(stats: Any) -> None:
         for i, c in enumerate(caps):
             ht.add_row(str(c), *[f"{summary['hit_rate'][p]['hit_rates'][i]:.4f}" for p in pols])
         console.print(ht)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from moesim.traces.export import export
+    from moesim.traces.native import load_trace
+
+    src, out = Path(args.trace).resolve(), args.out
+    if out.resolve() == src or src in out.resolve().parents:
+        fail(f"--out {out}: inside the input trace; choose another path")
+    if out.is_dir():
+        fail(f"--out {out}: is a directory; give a file name")
+    if out.exists() and not args.force:
+        fail(f"--out {out}: already exists; pass --force to replace it")
+    trace = load_trace(args.trace)
+    info = export(trace, args.fmt, out, batch=args.batch, prefill=args.prefill, obj_size=args.obj_size)
+    what = "rows" if args.fmt == "parquet" else "requests"
+    print(f"wrote {info.path}: {info.records:,} {what}, {info.objects:,} objects")
+    return 0

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
+from moesim.experiments.holdout import add_outcome_notes, prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
@@ -51,6 +52,8 @@ class Prepared:
     min_slots: int
     top_n: int
     trace_key: tuple | None = None  # identity of the trace files and selection (None: not cached)
+    fit_trace: Trace | None = None  # a learned predictor's held-out training side (experiments/holdout.py)
+    notes: list[str] = field(default_factory=list)
 
     def groups(self) -> Iterable[Group]:
         sc = self.scenario
@@ -165,6 +168,8 @@ def prepare(sc: Scenario) -> Prepared:
     model = _load_model(sc)
     trace, path, trace_key = _load_trace(sc)
     _check_consistency(sc, model, trace, path)
+    replay = select_replay(sc, trace)
+    trace = replay.trace
     hw = sc.hardware
     if hw.extrapolation not in ("flag", "error"):
         fail(f"hardware.extrapolation: {hw.extrapolation!r}; choose flag or error")
@@ -236,7 +241,9 @@ def prepare(sc: Scenario) -> Prepared:
         lens = trace.prefill_offsets[1:] - trace.prefill_offsets[:-1]
         if len(lens) and int(lens.max()) > 0:
             prompt = int(lens.max())
-    return Prepared(sc, model, trace, path, profile, prompt, min_slots, top_n, trace_key)
+    return Prepared(
+        sc, model, trace, path, profile, prompt, min_slots, top_n, trace_key, replay.fit_trace, replay.notes
+    )
 
 
 def build_core(p: Prepared, predictor_name: str | None = None, record: bool = False) -> PolicyCore:
@@ -248,7 +255,7 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
     next_use = None
     if policy_cls.needs_future:
         next_use = FutureIndex(access_stream(p.trace, sc.batch, sc.prefill)).next_use
-    fit = p.trace
+    fit = p.fit_trace if p.fit_trace is not None else p.trace
     if sc.predictor.fit_trace:
         from moesim.traces.native import load_trace
 
@@ -352,10 +359,9 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
         "device": device,
         "prompt_tokens": p.prompt_tokens,
     }
-    if sc.predictor.name == "popularity" and not sc.predictor.fit_trace:
-        prov["notes"] = [
-            "popularity fitted on the replayed trace itself (optimistic; set predictor.fit_trace)"
-        ]
+    notes = prepared_notes(p)
+    if notes:
+        prov["notes"] = notes
     return prov
 
 
@@ -381,6 +387,7 @@ def run_prepared(
         _keep_baseline(_baseline_key(p, prov), misses, baselines)
     tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
     summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
+    add_outcome_notes(p, summary)
     if batcher is not None:
         summary["requests"] = request_summary(batcher.requests)
     wall = time.perf_counter() - wall0

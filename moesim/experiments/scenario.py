@@ -45,6 +45,7 @@ class PredictorConfig:
     threshold: float | None = None  # minimum score of a prefetched expert
     fit_trace: str | None = None  # training trace for fitted predictors (default: the replayed trace)
     cancel_stale: bool = False  # drop a prefetch its target layer-step did not use (cancel it if not started)
+    replay_training: bool = False  # learned predictors: replay their training sequences too (optimistic)
     params: dict = field(default_factory=dict)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from moesim.engine.decisions import run_decisions
 from moesim.engine.live_executor import LiveExecutor, LiveOptions, check_live_model
 from moesim.errors import fail
+from moesim.experiments.holdout import add_outcome_notes
 from moesim.experiments.run import Prepared, build_core, provenance
 from moesim.metrics.result import RunResult
 from moesim.metrics.summary import build_extras, build_summary, build_tables
@@ -116,6 +117,7 @@ def run_live(
         "note": "times are measured wall-clock; the profile named above is not used by a live run",
     }
     summary = build_summary(core, stats, tokens, on_demand, prov)
+    add_outcome_notes(p, summary)
     wallclock = {
         "seconds_total": round(time.perf_counter() - wall0, 4),
         "seconds_setup": round(ex.setup_seconds, 4),
