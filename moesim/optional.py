@@ -20,7 +20,6 @@ EXTRAS: dict[str, str] = {
     "huggingface_hub": "torch",
     "tokenizers": "torch",
     "ray": "ray",
-    "libcachesim": "libcachesim",
 }
 
 

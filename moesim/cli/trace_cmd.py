@@ -375,18 +375,22 @@ def _print_stats(stats: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from moesim.outputs import claim_output
     from moesim.traces.export import export
     from moesim.traces.native import load_trace
 
-    src, out = Path(args.trace).resolve(), args.out
-    if out.resolve() == src or src in out.resolve().parents:
-        fail(f"--out {out}: inside the input trace; choose another path")
-    if out.is_dir():
-        fail(f"--out {out}: is a directory; give a file name")
-    if out.exists() and not args.force:
-        fail(f"--out {out}: already exists; pass --force to replace it")
+    claim = claim_output(
+        args.out,
+        f"trace-export-{args.fmt}",
+        force=args.force,
+        directory=False,
+        strict=True,
+        inputs=[args.trace],
+    )
     trace = load_trace(args.trace)
-    info = export(trace, args.fmt, out, batch=args.batch, prefill=args.prefill, obj_size=args.obj_size)
+    info = claim.write_file(
+        lambda p: export(trace, args.fmt, p, batch=args.batch, prefill=args.prefill, obj_size=args.obj_size)
+    )
     what = "rows" if args.fmt == "parquet" else "requests"
     print(f"wrote {info.path}: {info.records:,} {what}, {info.objects:,} objects")
     return 0
