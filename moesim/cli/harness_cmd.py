@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moesim.cli.progress import token_progress
     from moesim.cli.summary_table import print_summary
-    from moesim.engine.live.harness import run_live
     from moesim.engine.live_executor import LiveOptions
+    from moesim.experiments.live import run_live
     from moesim.experiments.run import prepare
     from moesim.experiments.scenario import load_scenario
 

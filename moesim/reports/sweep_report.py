@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.experiments.sweep import PARAM_PREFIX, read_table
+from moesim.metrics.table import PARAM_PREFIX, read_table
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.waste import write_csv
 
