@@ -147,14 +147,16 @@ class SweepPlan:
         }
 
     def task(self, index: int, run_dir: Path | None, baselines: Path | None = None) -> dict[str, Any]:
+        """What a worker needs to run point ``index``; paths absolute (resolved from ``cwd``), so a
+        worker in any directory (a Ray node) writes where the sweep's caller meant."""
         return {
             "index": index,
             "scenario": self.scenario,
             "base": self.base,
             "overrides": self.points[index],
             "cwd": self.cwd,
-            "run_dir": str(run_dir) if run_dir is not None else None,
-            "baselines": str(baselines) if baselines is not None else None,
+            "run_dir": str(Path(self.cwd, run_dir)) if run_dir is not None else None,
+            "baselines": str(Path(self.cwd, baselines)) if baselines is not None else None,
         }
 
 
@@ -188,9 +190,8 @@ def run_point(task: dict[str, Any], cache: RunCache | None = None) -> dict[str, 
     t0 = time.perf_counter()
     record: dict[str, Any] = {"index": task["index"], "overrides": task["overrides"]}
     try:
-        if task.get("cwd") and os.path.isdir(task["cwd"]):
-            os.chdir(task["cwd"])
         sc = resolve_scenario(task["scenario"], task["base"], task["overrides"])
+        sc.cwd = task.get("cwd")  # relative paths in overrides resolve as where the sweep started
         baselines = Path(task["baselines"]) if task.get("baselines") else None
         result = run_scenario(sc, cache or worker_cache(), baselines=baselines)
         if task.get("run_dir"):
