@@ -33,6 +33,7 @@ from moesim.traces.replay import Group, access_stream, expert_counts, iter_group
 from moesim.traces.trace import Trace
 
 if TYPE_CHECKING:
+    from moesim.hardware.profile import LatencyProfile
     from moesim.metrics.result import RunResult
 
 
@@ -42,7 +43,7 @@ class Prepared:
     model: ModelSpec
     trace: Trace
     trace_path: Path
-    profile: object
+    profile: LatencyProfile
     prompt_tokens: int
     min_slots: int
     top_n: int

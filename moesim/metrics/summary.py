@@ -18,29 +18,71 @@ from moesim.metrics.stats import RunStats
 
 
 class CoreCounters(Protocol):
-    """What a run's summary reads from the policy core (``moesim.policies.core.PolicyCore``)."""
+    """What a run's summary reads from the policy core (``moesim.policies.core.PolicyCore``),
+    read-only."""
 
-    L: int
-    accesses: int
-    present: int
-    misses: int
-    misses_cpu: int
-    misses_skipped: int
-    misses_substituted: int
-    bypassed: int
-    prefetch_issued: int
-    prefetch_useful: int
-    prefetch_stale: int
-    evictions: int
-    refetches: int
-    dram_hits: int
-    dram_misses: int
-    dram_evictions: int
-    layer_accesses: Sequence[int]
-    layer_present: Sequence[int]
-    layer_prefetch_issued: Sequence[int]
-    layer_prefetch_useful: Sequence[int]
-    layer_evictions: Sequence[int]
+    @property
+    def L(self) -> int: ...
+
+    @property
+    def accesses(self) -> int: ...
+
+    @property
+    def present(self) -> int: ...
+
+    @property
+    def misses(self) -> int: ...
+
+    @property
+    def misses_cpu(self) -> int: ...
+
+    @property
+    def misses_skipped(self) -> int: ...
+
+    @property
+    def misses_substituted(self) -> int: ...
+
+    @property
+    def bypassed(self) -> int: ...
+
+    @property
+    def prefetch_issued(self) -> int: ...
+
+    @property
+    def prefetch_useful(self) -> int: ...
+
+    @property
+    def prefetch_stale(self) -> int: ...
+
+    @property
+    def evictions(self) -> int: ...
+
+    @property
+    def refetches(self) -> int: ...
+
+    @property
+    def dram_hits(self) -> int: ...
+
+    @property
+    def dram_misses(self) -> int: ...
+
+    @property
+    def dram_evictions(self) -> int: ...
+
+    @property
+    def layer_accesses(self) -> Sequence[int]: ...
+
+    @property
+    def layer_present(self) -> Sequence[int]: ...
+
+    @property
+    def layer_prefetch_issued(self) -> Sequence[int]: ...
+
+    @property
+    def layer_prefetch_useful(self) -> Sequence[int]: ...
+
+    @property
+    def layer_evictions(self) -> Sequence[int]: ...
 
 
 class Percentiles(TypedDict):
