@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     from moesim.cli.summary_table import print_summary
     from moesim.engine.live_executor import LiveOptions
     from moesim.experiments.live import run_live
-    from moesim.experiments.run import prepare
+    from moesim.experiments.pipeline import load
     from moesim.experiments.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
-    prepared = prepare(scenario)
+    prepared = load(scenario)
     out = args.out or Path("runs") / f"{scenario.name}-live"
     opts = LiveOptions(
         device=args.device,

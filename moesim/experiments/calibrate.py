@@ -35,7 +35,8 @@ import pandas as pd
 from moesim.engine.costs import CostModel
 from moesim.errors import fail
 from moesim.experiments import pipeline
-from moesim.experiments.run import Prepared, prepare
+from moesim.experiments.cache import RunCache
+from moesim.experiments.run import Prepared
 from moesim.experiments.scenario import load_scenario, parse_override
 from moesim.io import atomic_dir, dumps_json
 from moesim.metrics.result import RunResult
@@ -166,11 +167,12 @@ def run_config(
     options,
     repeats: int,
     log: Callable[[str], None],
+    cache: RunCache | None = None,
 ) -> ConfigRun:
     from moesim.experiments.live import cut_layers, run_live
 
     sc = load_scenario(cfg.scenario, [*sets, *cfg.overrides, f"hardware.profile={profile_path}"])
-    p = cut_layers(prepare(sc), layers)
+    p = cut_layers(pipeline.load(sc, cache), layers)
     sim = simulate(p, CostModel(p.profile, p.model, sc.hardware.copy_engines, loop_overhead=False))
     has_loop = all(p.profile.has(op) for op in LOOP_OPS)
     sim_loop = pipeline.simulate(p, record=True) if has_loop else None
@@ -559,11 +561,12 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
     dev = resolve_device(opts.device, opts.threads)
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     t0 = time.perf_counter()
+    cache = RunCache()  # the configurations share their traces and baselines
     # check every configuration before measuring anything (one-line errors, nothing written)
     probe = []
     for cfg in configs:
         sc = load_scenario(cfg.scenario, [*opts.sets, *cfg.overrides])
-        p = cut_layers(prepare(sc), opts.layers)
+        p = cut_layers(pipeline.load(sc, cache), opts.layers)
         check_live_model(p.model)
         probe.append(p)
     model = probe[0].model
@@ -594,7 +597,9 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
         runs = []
         for i, cfg in enumerate(configs):
             log(f"[{i + 1}/{len(configs)}] {cfg.label}")
-            runs.append(run_config(cfg, profile_path, opts.sets, opts.layers, live_opts, opts.repeats, log))
+            runs.append(
+                run_config(cfg, profile_path, opts.sets, opts.layers, live_opts, opts.repeats, log, cache)
+            )
         df = pd.DataFrame([compare_row(cr) for cr in runs])
         head = headline(df)
         load1 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
