@@ -18,7 +18,7 @@ from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
 from moesim.engine.costs import CostModel
 from moesim.errors import fail
-from moesim.experiments.cache import PROCESS_CACHE, RunCache, active_cache, remember
+from moesim.experiments.cache import PROCESS_CACHE, RunCache, active_cache
 from moesim.experiments.scenario import Scenario
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
@@ -67,12 +67,8 @@ class Prepared:
         return groups
 
 
-# The process-wide cache's tables under their former names (callers and tests that inspect them).
-_TRACE_CACHE = PROCESS_CACHE.traces
-_GROUP_CACHE = PROCESS_CACHE.groups
+# The process-wide cache's baselines under their former name (tests clear it to act as a new worker).
 _BASELINES = PROCESS_CACHE.baselines
-_GROUP_CACHE_STEPS = PROCESS_CACHE.group_steps
-_remember = remember
 
 
 def _steps(trace: Trace, prefill: bool) -> int:
