@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from moesim.engine.batching import ContinuousBatcher
 from moesim.engine.costs import CostModel
@@ -38,10 +38,6 @@ from moesim.metrics.result import RunResult
 from moesim.metrics.stats import RunStats
 from moesim.metrics.summary import build_extras, build_summary, build_tables, request_summary
 from moesim.policies.core import PolicyCore
-
-
-class Executor(Protocol):
-    def run(self, core: PolicyCore, groups: Any) -> RunStats: ...
 
 
 def load(sc: Scenario, cache: RunCache | None = None) -> Prepared:
