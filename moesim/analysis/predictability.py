@@ -34,30 +34,14 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
+from moesim.traces.information import entropy_mm, entropy_plugin
 from moesim.traces.trace import Trace
 
-_LN2 = math.log(2.0)
 SHUFFLES = 3  # permutations averaged by the shuffle control
 
 
 def _counts(codes: np.ndarray) -> np.ndarray:
     return np.unique(codes, return_counts=True)[1].astype(np.float64)
-
-
-def entropy_plugin(counts: np.ndarray) -> float:
-    n = counts.sum()
-    if n <= 0:
-        return 0.0
-    p = counts[counts > 0] / n
-    return float(-(p * np.log2(p)).sum())
-
-
-def entropy_mm(counts: np.ndarray) -> float:
-    """Miller-Madow corrected entropy (bits)."""
-    n = counts.sum()
-    if n <= 0:
-        return 0.0
-    return entropy_plugin(counts) + (int((counts > 0).sum()) - 1) / (2.0 * n * _LN2)
 
 
 def mutual_information(x: np.ndarray, y: np.ndarray, ny: int) -> tuple[float, float]:

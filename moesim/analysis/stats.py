@@ -11,9 +11,8 @@ Definitions (all on decode tokens; a key is (layer, expert id)):
   over all tokens, in bits, Miller-Madow corrected: MI = H_MM(X) + H_MM(Y) - H_MM(X, Y), where
   H_MM = H_plugin + (m - 1) / (2 N ln 2) and m is the number of non-empty bins. Normalised as
   MI / H_MM(Y), the fraction of the later layer's top-1 uncertainty that the earlier layer's
-  top-1 explains (0..1). The entropy estimators are ``moesim.analysis.predictability``'s
-  (``entropy_plugin``, ``entropy_mm``), shared with the predictors' analysis; the joint histogram
-  over two layers is built here.
+  top-1 explains (0..1). The estimators are in ``moesim.traces.information``, shared with the
+  predictors' analysis and the trace fitter.
 - **consecutive-token overlap**: |S_t ∩ S_{t-1}| for the top-k sets of consecutive decode tokens
   of one sequence at the same layer, averaged (of k); ``overlap_by_lag`` the same at lag d.
 - **reuse distance** (in tokens): for each use of a key, the number of decode tokens since that key's
@@ -35,7 +34,11 @@ from typing import Any
 import numpy as np
 
 from moesim.analysis.hitrate import HitCurve, hit_curves
-from moesim.analysis.predictability import entropy_mm, entropy_plugin
+from moesim.traces.information import (  # noqa: F401  (re-exported: the estimators' former home)
+    entropy_bits,
+    miller_madow_bits,
+    mutual_information_bits,
+)
 from moesim.traces.trace import Trace
 
 DEFAULT_WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -44,29 +47,6 @@ REUSE_BINS = 64  # reuse distances 1..64 get their own bin; longer ones share ">
 
 
 # -------------------------------------------------------------------------------- estimators
-
-
-def entropy_bits(counts: np.ndarray) -> float:
-    """Plug-in (maximum-likelihood) entropy of a count vector, in bits."""
-    return entropy_plugin(np.asarray(counts, dtype=np.float64).ravel())
-
-
-def miller_madow_bits(counts: np.ndarray) -> float:
-    """Miller-Madow bias-corrected entropy in bits: plug-in + (non-empty bins - 1) / (2 N ln 2)."""
-    return entropy_mm(np.asarray(counts, dtype=np.float64).ravel())
-
-
-def mutual_information_bits(x: np.ndarray, y: np.ndarray, nx: int, ny: int) -> tuple[float, float, float]:
-    """(plug-in MI, Miller-Madow MI, normalised MM MI = MI_MM / H_MM(y)) of paired categorical samples."""
-    x = np.asarray(x, dtype=np.int64)
-    y = np.asarray(y, dtype=np.int64)
-    joint = np.bincount(x * ny + y, minlength=nx * ny).astype(np.float64)
-    cx = joint.reshape(nx, ny).sum(1)
-    cy = joint.reshape(nx, ny).sum(0)
-    plug = entropy_bits(cx) + entropy_bits(cy) - entropy_bits(joint)
-    hy = miller_madow_bits(cy)
-    mm = miller_madow_bits(cx) + hy - miller_madow_bits(joint)
-    return max(0.0, plug), max(0.0, mm), (max(0.0, mm) / hy if hy > 0 else 0.0)
 
 
 def gini(counts: np.ndarray) -> float:

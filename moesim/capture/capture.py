@@ -30,7 +30,7 @@ import torch
 
 from moesim.capture.families import Family, Resolved, family_of, parse_router_output, resolve, router_probs
 from moesim.errors import fail
-from moesim.traces.importers._common import offsets_from_lengths
+from moesim.traces.importers.common import offsets_from_lengths
 from moesim.traces.trace import Trace, TraceMeta
 
 _FP16_MAX = float(np.finfo(np.float16).max)

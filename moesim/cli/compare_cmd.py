@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moesim.cli.sweep_cmd import execute, report_outcome
     from moesim.errors import fail
-    from moesim.experiments.compare import CompareSpec, comparison_table, write_meta
+    from moesim.experiments.compare import CompareSpec, write_meta
     from moesim.experiments.sweep import SweepPlan
+    from moesim.metrics.comparison import comparison_table
     from moesim.reports.compare_report import build_compare_report
 
     caps = None

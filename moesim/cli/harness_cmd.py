@@ -51,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from moesim.cli.progress import token_progress
     from moesim.cli.run_cmd import claim_run_outputs
     from moesim.cli.summary_table import print_summary
-    from moesim.engine.live.harness import run_live
     from moesim.engine.live_executor import LiveOptions
-    from moesim.experiments.run import prepare
+    from moesim.experiments.live import run_live
+    from moesim.experiments.pipeline import load
     from moesim.experiments.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
     claim = claim_run_outputs(args, scenario, "run", suffix="-live")["out"]
-    prepared = prepare(scenario)
+    prepared = load(scenario)
     out = claim.path
     opts = LiveOptions(
         device=args.device,

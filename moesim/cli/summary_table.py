@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moesim.metrics.summary import Summary
 
 
 def _mib(n: int) -> str:
     return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
-def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
+def print_summary(summary: Summary, out: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    c, lat, tr, pf, ca, prov = (
-        summary[k] for k in ("counts", "latency", "traffic", "prefetch", "cache", "provenance")
+    c, lat, tr, pf, ca = (
+        summary["counts"],
+        summary["latency"],
+        summary["traffic"],
+        summary["prefetch"],
+        summary["cache"],
     )
+    prov = summary["provenance"]
     sc = prov["scenario"]
     t = Table(title=f"moesim: {sc['name']}", show_header=False, title_justify="left")
     t.add_column("metric", style="bold")
@@ -37,8 +45,8 @@ def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
         "TPOT ms", f"mean {tp['mean']:.3f}  p50 {tp['p50']:.3f}  p90 {tp['p90']:.3f}  p99 {tp['p99']:.3f}"
     )
     t.add_row("compute-only TPOT ms", f"{lat['compute_only_tpot_ms']:.3f}")
-    if lat.get("ttft_ms"):
-        tt = lat["ttft_ms"]
+    tt = lat.get("ttft_ms")
+    if tt:
         t.add_row("TTFT ms", f"mean {tt['mean']:.3f}  p50 {tt['p50']:.3f}  p99 {tt['p99']:.3f}")
     handled = {k: c.get(f"misses_{k}", 0) for k in ("cpu", "skipped", "substituted", "streamed")}
     if any(handled.values()):

@@ -261,7 +261,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_synth_fitted(args: argparse.Namespace, out: Path) -> int:
-    from moesim.traces.fit import fit_report, fit_trace, save_params
+    from moesim.analysis.fit_report import fit_report
+    from moesim.traces.fit import fit_trace, save_params
     from moesim.traces.native import load_trace, save_trace
     from moesim.traces.synth import synthesize_from_params
 

@@ -32,7 +32,7 @@ def run(
     """One simulated run (``moesim run``). ``out`` also writes the run directory; ``timeline`` fills
     ``RunResult.timeline`` for ``moesim.reports.timeline``."""
     from moesim.experiments.overrides import normalise, resolve_scenario
-    from moesim.experiments.run import run_scenario
+    from moesim.experiments.pipeline import run_scenario
 
     sc = resolve_scenario(scenario, None, normalise(overrides, **kwargs))
     result = run_scenario(sc, timeline=timeline)

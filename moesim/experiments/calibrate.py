@@ -33,28 +33,23 @@ import numpy as np
 import pandas as pd
 
 from moesim.engine.costs import CostModel
-from moesim.engine.decisions import run_decisions
-from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
-from moesim.experiments.run import Prepared, build_core, prepare, provenance, run_prepared
+from moesim.experiments import pipeline
+from moesim.experiments.cache import RunCache
+from moesim.experiments.run import Prepared
 from moesim.experiments.scenario import load_scenario, parse_override
 from moesim.io import atomic_dir, dumps_json
 from moesim.metrics.result import RunResult
-from moesim.metrics.summary import build_extras, build_summary, build_tables
 
 PCTS = ("mean", "p50", "p90", "p99")
 LOOP_OPS = ("layer_overhead_pre_gate", "layer_overhead_post_gate")
 
 
 def simulate(p: Prepared, costs: CostModel, record: bool = True) -> RunResult:
-    """``run_prepared`` with a given cost model."""
-    core = build_core(p, record=record)
-    stats = SimExecutor(costs, p.prompt_tokens).run(core, p.groups())
-    baseline = run_decisions(build_core(p, predictor_name="none"), p.groups())
-    tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
-    prov = provenance(p, "sim (op tables only)", p.profile.device)
-    summary = build_summary(core, stats, tokens, baseline.misses * p.model.expert_bytes, prov)
-    return RunResult(summary, tokens, layers, {}, core.log, extras=build_extras(stats))
+    """The pipeline's simulation with a given cost model, static batches (as the live runs)."""
+    return pipeline.simulate(
+        p, costs=costs, executor_name="sim (op tables only)", batching=False, record=record
+    )
 
 
 # -- configurations -------------------------------------------------------------------------------
@@ -98,7 +93,7 @@ def expand(scenarios: list[str], grid: list[str]) -> list[Config]:
 # -- the profile ------------------------------------------------------------------------------------
 def profile_settings_for(prepared: list[Prepared], base=None):
     """Grids covering every shape the configurations will ask for, so nothing is extrapolated."""
-    from moesim.engine.live.harness import max_context
+    from moesim.experiments.live import max_context
     from moesim.profiling.profiler import ProfileSettings
 
     s = base or ProfileSettings()
@@ -172,14 +167,15 @@ def run_config(
     options,
     repeats: int,
     log: Callable[[str], None],
+    cache: RunCache | None = None,
 ) -> ConfigRun:
-    from moesim.engine.live.harness import cut_layers, run_live
+    from moesim.experiments.live import cut_layers, run_live
 
     sc = load_scenario(cfg.scenario, [*sets, *cfg.overrides, f"hardware.profile={profile_path}"])
-    p = cut_layers(prepare(sc), layers)
+    p = cut_layers(pipeline.load(sc, cache), layers)
     sim = simulate(p, CostModel(p.profile, p.model, sc.hardware.copy_engines, loop_overhead=False))
     has_loop = all(p.profile.has(op) for op in LOOP_OPS)
-    sim_loop = run_prepared(p, record=True) if has_loop else None
+    sim_loop = pipeline.simulate(p, record=True) if has_loop else None
     runs = []
     for i in range(repeats):
         log(f"  live run {i + 1}/{repeats}")
@@ -554,8 +550,8 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
     """Profile (unless given), simulate, run live, compare; write the report into ``out``."""
     from moesim import __version__
     from moesim.engine.live.device import cpu_count, device_description, resolve_device
-    from moesim.engine.live.harness import cut_layers
     from moesim.engine.live_executor import LiveOptions, check_live_model
+    from moesim.experiments.live import cut_layers
     from moesim.hardware import load_profile
 
     log = log or (lambda msg: None)
@@ -565,11 +561,12 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
     dev = resolve_device(opts.device, opts.threads)
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     t0 = time.perf_counter()
+    cache = RunCache()  # the configurations share their traces and baselines
     # check every configuration before measuring anything (one-line errors, nothing written)
     probe = []
     for cfg in configs:
         sc = load_scenario(cfg.scenario, [*opts.sets, *cfg.overrides])
-        p = cut_layers(prepare(sc), opts.layers)
+        p = cut_layers(pipeline.load(sc, cache), opts.layers)
         check_live_model(p.model)
         probe.append(p)
     model = probe[0].model
@@ -600,7 +597,9 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
         runs = []
         for i, cfg in enumerate(configs):
             log(f"[{i + 1}/{len(configs)}] {cfg.label}")
-            runs.append(run_config(cfg, profile_path, opts.sets, opts.layers, live_opts, opts.repeats, log))
+            runs.append(
+                run_config(cfg, profile_path, opts.sets, opts.layers, live_opts, opts.repeats, log, cache)
+            )
         df = pd.DataFrame([compare_row(cr) for cr in runs])
         head = headline(df)
         load1 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)

@@ -1,33 +1,26 @@
-"""One run: resolve a scenario into model, trace, profile and policies; simulate; collect results.
+"""One run's inputs: resolve a scenario into model, trace, profile and a policy core.
 
 ``prepare`` does every check before anything runs or is written, so bad input fails fast with one
-line and leaves no files behind.
+line and leaves no files behind. Running it (simulated or live), the on-demand baseline and the
+results are the pipeline's (``moesim.experiments.pipeline``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from moesim import __version__
-from moesim.engine.batching import ContinuousBatcher, poisson_arrivals
+from moesim.engine.batching import poisson_arrivals
 from moesim.engine.costs import CostModel
-from moesim.engine.decisions import run_decisions
-from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
-from moesim.experiments.holdout import add_outcome_notes, prepared_notes, select_replay
+from moesim.experiments.cache import PROCESS_CACHE, RunCache, active_cache
+from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
-from moesim.io import atomic_write_json, dumps_json
-from moesim.metrics.result import RunResult
-from moesim.metrics.summary import build_extras, build_summary, build_tables
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore
@@ -40,6 +33,10 @@ from moesim.policies.sizing import split_capacity
 from moesim.traces.replay import Group, access_stream, expert_counts, iter_groups, layer_streams
 from moesim.traces.trace import Trace
 
+if TYPE_CHECKING:
+    from moesim.hardware.profile import LatencyProfile
+    from moesim.metrics.result import RunResult
+
 
 @dataclass
 class Prepared:
@@ -47,41 +44,34 @@ class Prepared:
     model: ModelSpec
     trace: Trace
     trace_path: Path
-    profile: object
+    profile: LatencyProfile
     prompt_tokens: int
     min_slots: int
     top_n: int
     trace_key: tuple | None = None  # identity of the trace files and selection (None: not cached)
     fit_trace: Trace | None = None  # a learned predictor's held-out training side (experiments/holdout.py)
     notes: list[str] = field(default_factory=list)
+    # Whose trace, groups and baselines this run reads and fills (see moesim.experiments.cache).
+    cache: RunCache = field(default_factory=active_cache, repr=False, compare=False)
 
     def groups(self) -> Iterable[Group]:
         sc = self.scenario
         # Only the loaded trace itself (read-only memory maps) has cached groups: a caller may have
         # replaced or cut ``trace`` since.
-        shared = self.trace_key is not None and _TRACE_CACHE.get(self.trace_key) is self.trace
-        if not shared or _steps(self.trace, sc.prefill) > _GROUP_CACHE_STEPS:
+        cache = self.cache
+        shared = self.trace_key is not None and cache.traces.get(self.trace_key) is self.trace
+        if not shared or _steps(self.trace, sc.prefill) > cache.group_steps:
             return iter_groups(self.trace, sc.batch, sc.prefill)
         key = (self.trace_key, sc.batch, sc.prefill)
-        groups = _GROUP_CACHE.get(key)
+        groups = cache.groups.get(key)
         if groups is None:
             groups = list(iter_groups(self.trace, sc.batch, sc.prefill))
-            _remember(_GROUP_CACHE, key, groups, 1)
+            cache.keep_groups(key, groups)
         return groups
 
 
-# Sweep workers and notebooks run many points on one trace: they keep the loaded, validated trace
-# and, up to _GROUP_CACHE_STEPS layer-steps (about 320 bytes each), its replay groups, keyed by the
-# identity of the trace's files. Every consumer treats groups as read-only.
-_TRACE_CACHE: dict[tuple, Trace] = {}
-_GROUP_CACHE: dict[tuple, list[Group]] = {}
-_GROUP_CACHE_STEPS = 600_000
-
-
-def _remember(cache: dict, key, value, size: int) -> None:
-    while len(cache) >= size:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
+# The process-wide cache's baselines under their former name (tests clear it to act as a new worker).
+_BASELINES = PROCESS_CACHE.baselines
 
 
 def _steps(trace: Trace, prefill: bool) -> int:
@@ -116,11 +106,12 @@ def _load_model(sc: Scenario) -> ModelSpec:
 def _load_trace(sc: Scenario) -> tuple[Trace, Path, tuple | None]:
     from moesim.traces.native import load_trace
 
+    cache = active_cache()
     path = sc.resolve_path(sc.trace.path)
     ident = _trace_identity(path)
     key = None if ident is None else (ident, sc.trace.domain, sc.trace.max_sequences)
-    if key is not None and key in _TRACE_CACHE:
-        return _TRACE_CACHE[key], path, key
+    if key is not None and key in cache.traces:
+        return cache.traces[key], path, key
     trace = load_trace(path)
     if sc.trace.domain is not None:
         trace = trace.select_domain(sc.trace.domain)
@@ -131,7 +122,7 @@ def _load_trace(sc: Scenario) -> tuple[Trace, Path, tuple | None]:
     if trace.num_sequences == 0:
         fail(f"{path}: no sequences to replay (check trace.domain / trace.max_sequences)")
     if key is not None:
-        _remember(_TRACE_CACHE, key, trace, 2)
+        cache.keep_trace(key, trace)
     return trace, path, key
 
 
@@ -365,98 +356,6 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
     return prov
 
 
-def run_prepared(
-    p: Prepared, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
-) -> RunResult:
-    """Simulate ``p``. ``baselines``: a directory where runs sharing it (a sweep's workers) leave
-    and find on-demand baselines (see ``on_demand_misses``)."""
-    wall0 = time.perf_counter()
-    core = build_core(p, record=record)
-    costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
-    batcher = _batcher(p)
-    executor = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
-    stats = executor.run(core, p.groups())
-    wall_sim = time.perf_counter() - wall0
-    if batcher is not None:
-        stats.ttft_ms = [r.first_token - r.arrival for r in batcher.requests if r.first_token >= 0]
-    prov = provenance(p, "sim", p.profile.device)
-    if core.predictor.predicts:
-        misses = on_demand_misses(p, prov, baselines)
-    else:  # decisions do not depend on timing, so with no predictor this run is its own baseline
-        misses = core.misses
-        _keep_baseline(_baseline_key(p, prov), misses, baselines)
-    tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
-    summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
-    add_outcome_notes(p, summary)
-    if batcher is not None:
-        summary["requests"] = request_summary(batcher.requests)
-    wall = time.perf_counter() - wall0
-    wallclock = {
-        "seconds_total": round(wall, 4),
-        "seconds_simulation": round(wall_sim, 4),
-        "layer_steps_per_second": round(summary["counts"]["layer_steps"] / wall_sim, 1)
-        if wall_sim > 0
-        else None,
-    }
-    extras = build_extras(stats)
-    return RunResult(summary, tokens, layers, wallclock, core.log, extras=extras, timeline=stats.timeline)
-
-
-# Baselines by input identity: a sweep (or a notebook) replays one trace and cache at many
-# predictor settings, and the on-demand baseline does not depend on the predictor.
-_BASELINES: dict[str, int] = {}
-_BASELINES_MAX = 256
-
-
-def _baseline_key(p: Prepared, prov: dict) -> str:
-    sc = dict(prov["scenario"])
-    sc["predictor"] = {"fit_trace": sc["predictor"].get("fit_trace")}  # cache sizing may read it
-    return dumps_json(
-        {
-            "scenario": sc,
-            "trace": prov["trace_sha256"],
-            "profile": prov["profile_sha256"],
-            "model": repr(p.model),
-        }
-    )
-
-
-def _baseline_file(key: str, store: Path) -> Path:
-    return store / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json")
-
-
-def _keep_baseline(key: str, misses: int, store: Path | None) -> None:
-    _remember(_BASELINES, key, misses, _BASELINES_MAX)
-    if store is not None:
-        store.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(_baseline_file(key, store), {"key": key, "misses": misses})
-
-
-def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
-    """Demand misses of the same run with no predictor (the denominator of bytes vs on-demand):
-    remembered in this process, found in ``store`` if another process left it there, else replayed."""
-    key = _baseline_key(p, prov)
-    misses = _BASELINES.get(key)
-    if misses is not None:
-        return misses
-    if store is not None:
-        try:
-            doc = json.loads(_baseline_file(key, store).read_text(encoding="utf-8"))
-            if doc.get("key") == key and isinstance(doc.get("misses"), int):
-                _remember(_BASELINES, key, doc["misses"], _BASELINES_MAX)
-                return doc["misses"]
-        except (OSError, ValueError):
-            pass  # not there (yet): replay it
-    baseline = build_core(p, predictor_name="none")
-    if _batcher(p) is None:
-        run_decisions(baseline, p.groups())
-    else:  # who shares a step depends on time, so the baseline needs its own timed replay
-        costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
-        SimExecutor(costs, p.prompt_tokens, batcher=_batcher(p)).run(baseline, [])
-    _keep_baseline(key, baseline.misses, store)
-    return baseline.misses
-
-
 def arrival_times(p: Prepared) -> list[float] | None:
     """Arrival time (ms) of each trace sequence, or None for static batching."""
     a = p.scenario.arrivals
@@ -475,29 +374,19 @@ def arrival_times(p: Prepared) -> list[float] | None:
     return None
 
 
-def _batcher(p: Prepared) -> ContinuousBatcher | None:
-    times = arrival_times(p)
-    if times is None:
-        return None
-    return ContinuousBatcher(p.trace, p.scenario.batch, times, p.scenario.prefill, p.prompt_tokens)
+# The runner's entry points, kept here for callers of this module; the pipeline holds them.
+def run_prepared(
+    p: Prepared, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
+) -> RunResult:
+    from moesim.experiments.pipeline import simulate
+
+    return simulate(p, progress=progress, record=record, timeline=timeline, baselines=baselines)
 
 
-def _percentiles(xs: list[float]) -> dict[str, float] | None:
-    if not xs:
-        return None
-    return {k: round(float(v), 6) for k, v in zip(("p50", "p90", "p99"), np.percentile(xs, [50, 90, 99]))}
+def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
+    from moesim.experiments.pipeline import on_demand_misses as misses
 
-
-def request_summary(requests) -> dict:
-    """Per-request latencies under continuous batching (ms from arrival)."""
-    done = [r for r in requests if r.finish >= 0]
-    return {
-        "requests": len(requests),
-        "finished": len(done),
-        "queueing_ms": _percentiles([r.admitted - r.arrival for r in done]),
-        "ttft_ms": _percentiles([r.first_token - r.arrival for r in done]),
-        "e2e_ms": _percentiles([r.finish - r.arrival for r in done]),
-    }
+    return misses(p, prov, store)
 
 
 def run_scenario(

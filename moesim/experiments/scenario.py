@@ -95,13 +95,14 @@ class Scenario:
     refetch_window: int = 16  # decode steps within which a reload counts as a re-fetch
     seed: int = 0
     base_dir: str = field(default=".", metadata={"internal": True})  # relative paths resolve here
+    cwd: str | None = field(default=None, metadata={"internal": True})  # then here (None: the process's)
 
     def resolve_path(self, p: str) -> Path:
         path = Path(p).expanduser()
         if path.is_absolute():
             return path
         # the scenario file's folder first; then the working directory (for --set paths) and the package data
-        for root in (Path(self.base_dir), Path.cwd(), DATA_DIR):
+        for root in (Path(self.base_dir), Path(self.cwd) if self.cwd else Path.cwd(), DATA_DIR):
             if (root / path).exists():
                 return root / path
         return Path(self.base_dir) / path
@@ -109,6 +110,7 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("base_dir")
+        d.pop("cwd")
         return d
 
 

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,17 @@ import yaml
 
 from moesim.data import shipped_scenario
 from moesim.errors import MoesimInputError, fail
+from moesim.experiments.cache import RunCache
 from moesim.experiments.overrides import check_key
-from moesim.io import atomic_write_json, atomic_write_text, atomic_write_with
-
-SECTION_ORDER = ("counts", "latency", "traffic", "prefetch", "cache", "provenance")
-LEAD_COLUMNS = ("point", "status", "error")
-PARAM_PREFIX = "param."
+from moesim.io import atomic_write_json
+from moesim.metrics.table import (  # noqa: F401  (the table's helpers, re-exported for callers)
+    PARAM_PREFIX,
+    build_table,
+    read_table,
+    record_row,
+    resolve_metric,
+    write_table,
+)
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -146,14 +151,16 @@ class SweepPlan:
         }
 
     def task(self, index: int, run_dir: Path | None, baselines: Path | None = None) -> dict[str, Any]:
+        """What a worker needs to run point ``index``; paths absolute (resolved from ``cwd``), so a
+        worker in any directory (a Ray node) writes where the sweep's caller meant."""
         return {
             "index": index,
             "scenario": self.scenario,
             "base": self.base,
             "overrides": self.points[index],
             "cwd": self.cwd,
-            "run_dir": str(run_dir) if run_dir is not None else None,
-            "baselines": str(baselines) if baselines is not None else None,
+            "run_dir": str(Path(self.cwd, run_dir)) if run_dir is not None else None,
+            "baselines": str(Path(self.cwd, baselines)) if baselines is not None else None,
         }
 
 
@@ -167,18 +174,30 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{where}"
 
 
-def run_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one point; never raises (an error is returned as the point's record)."""
+# The worker process's cache: the points it runs share loaded traces, replay groups and baselines.
+_WORKER_CACHE: RunCache | None = None
+
+
+def worker_cache() -> RunCache:
+    global _WORKER_CACHE
+    if _WORKER_CACHE is None:
+        _WORKER_CACHE = RunCache()
+    return _WORKER_CACHE
+
+
+def run_point(task: dict[str, Any], cache: RunCache | None = None) -> dict[str, Any]:
+    """Run one point (with ``cache``, default: this worker process's); never raises (an error is
+    returned as the point's record)."""
     from moesim.experiments.overrides import resolve_scenario
-    from moesim.experiments.run import run_scenario
+    from moesim.experiments.pipeline import run_scenario
 
     t0 = time.perf_counter()
     record: dict[str, Any] = {"index": task["index"], "overrides": task["overrides"]}
     try:
-        if task.get("cwd") and os.path.isdir(task["cwd"]):
-            os.chdir(task["cwd"])
         sc = resolve_scenario(task["scenario"], task["base"], task["overrides"])
-        result = run_scenario(sc, baselines=Path(task["baselines"]) if task.get("baselines") else None)
+        sc.cwd = task.get("cwd")  # relative paths in overrides resolve as where the sweep started
+        baselines = Path(task["baselines"]) if task.get("baselines") else None
+        result = run_scenario(sc, cache or worker_cache(), baselines=baselines)
         if task.get("run_dir"):
             result.write(task["run_dir"])
         record.update(status="ok", error=None, summary=result.summary)
@@ -231,62 +250,6 @@ def shared_record(
     return out
 
 
-# -- the table -------------------------------------------------------------------------------------
-def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
-    if isinstance(obj, dict) and obj:
-        for k in sorted(obj):
-            _flatten(f"{prefix}.{k}" if prefix else str(k), obj[k], out)
-    elif isinstance(obj, (dict, list, tuple)):
-        out[prefix] = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    else:
-        out[prefix] = obj
-
-
-def _param_cell(value: Any) -> Any:
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return value
-
-
-def record_row(record: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"point": record["index"], "status": record["status"], "error": record["error"]}
-    for key in keys:
-        row[PARAM_PREFIX + key] = _param_cell(record["overrides"].get(key))
-    if record.get("summary"):
-        _flatten("", record["summary"], row)
-    return row
-
-
-def _column_order(columns: Iterable[str], keys: Sequence[str]) -> list[str]:
-    lead = list(LEAD_COLUMNS) + [PARAM_PREFIX + k for k in keys]
-    rest = sorted(set(columns) - set(lead))
-
-    def rank(c: str) -> tuple[int, str]:
-        sec = c.split(".", 1)[0]
-        return (SECTION_ORDER.index(sec) if sec in SECTION_ORDER else len(SECTION_ORDER), c)
-
-    return lead + sorted(rest, key=rank)
-
-
-def _uniform(series: pd.Series) -> pd.Series:
-    # Parquet needs one type per column; a key swept over mixed types (e.g. 64 and "auto") becomes text.
-    vals = series.dropna()
-    kinds = {type(v) for v in vals}
-    if len(kinds) <= 1 or kinds <= {int, float}:
-        return series
-    return series.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else json.dumps(v))
-
-
-def build_table(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
-    rows = [record_row(r, keys) for r in sorted(records, key=lambda r: r["index"])]
-    cols = _column_order({c for r in rows for c in r}, keys)
-    df = pd.DataFrame(rows, columns=cols)
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = _uniform(df[c])
-    return df.reset_index(drop=True)
-
-
 # -- the directory ---------------------------------------------------------------------------------
 def point_path(out: Path, index: int) -> Path:
     return out / "points" / f"{index:05d}.json"
@@ -307,15 +270,6 @@ def load_records(out: Path, plan: SweepPlan) -> dict[int, dict[str, Any]]:
         if 0 <= i < len(plan.points) and rec.get("overrides") == plan.points[i]:
             found[i] = rec
     return found
-
-
-def write_table(out: Path, df: pd.DataFrame) -> None:
-    atomic_write_with(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write_text(out / "results.csv", df.to_csv(index=False, lineterminator="\n"))
-
-
-def read_table(out: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(out) / "results.parquet")
 
 
 @dataclass
@@ -749,16 +703,3 @@ def summary_line(outcome: SweepOutcome) -> str:
     if outcome.shared:
         parts.append(f"{outcome.shared} shared another point's run")
     return "; ".join(parts) + f"; {outcome.seconds:.1f} s"
-
-
-def resolve_metric(table: pd.DataFrame, name: str) -> str:
-    """A column by its full name (``latency.tpot_ms.p99``) or a unique suffix (``tpot_ms.p99``)."""
-    if name in table.columns:
-        return name
-    matches = [c for c in table.columns if c.endswith("." + name)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        fail(f"metric {name!r}: no such column; e.g. counts.hit_rate, latency.tpot_ms.p99, traffic.bytes_h2d")
-    fail(f"metric {name!r}: ambiguous, matches {', '.join(matches)}")
-    raise AssertionError  # unreachable

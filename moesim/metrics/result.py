@@ -1,23 +1,42 @@
 """RunResult: one schema for both executors, and its files.
 
 ``summary.json`` holds only figures that follow from the inputs, so reruns are byte-identical;
-wall-clock figures go to ``wallclock.json``.
+wall-clock figures go to ``wallclock.json``. ``RunResult.read`` is the one reader of a run
+directory (reports go through it).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
+from moesim.errors import fail
 from moesim.io import atomic_dir, atomic_write_json, dumps_json
+from moesim.metrics.summary import Summary
+
+
+def _read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
+    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+        path = run_dir / f"{name}.{ext}"
+        if path.is_file():
+            return reader(path)
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        fail(f"{path}: not valid JSON ({exc})")
 
 
 @dataclass
 class RunResult:
-    summary: dict[str, Any]
+    summary: Summary
     tokens: pd.DataFrame  # one row per decode step of a batch group
     layers: pd.DataFrame  # one row per MoE layer
     wallclock: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +60,25 @@ class RunResult:
 
         atomic_dir(out, build)
         return out
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> RunResult:
+        """The run written into ``run_dir`` by ``write`` (tables as .parquet, or .csv as a fallback;
+        no decision log or timeline, which are never written)."""
+        run_dir = Path(run_dir)
+        spath = run_dir / "summary.json"
+        if not spath.is_file():
+            fail(
+                f"{run_dir}: no summary.json; give a directory written by moesim run --out (or a sweep --out)"
+            )
+        summary = cast(Summary, _read_json(spath))
+        tokens = _read_table(run_dir, "tokens")
+        layers = _read_table(run_dir, "layers")
+        if tokens is None or layers is None:
+            fail(f"{run_dir}: tokens and layers tables (.parquet or .csv) are missing")
+        wpath = run_dir / "wallclock.json"
+        wallclock = _read_json(wpath) if wpath.is_file() else {}
+        return cls(summary, tokens, layers, wallclock, extras=_read_table(run_dir, "run_extras"))
 
 
 def write_json(path: str | Path, obj: Any) -> None:

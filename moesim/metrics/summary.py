@@ -1,14 +1,191 @@
-"""Turn the core's decision counters and an executor's RunStats into DESIGN.md's result schema."""
+"""Turn the core's decision counters and an executor's RunStats into DESIGN.md's result schema.
+
+The schema is typed here (``Summary`` and its sections, TypedDicts: ``summary.json`` is their JSON
+form, so readers index them by the same keys and a type checker sees a misspelt one). The policy
+core is read through ``CoreCounters``, the counters this module needs, so metrics imports no
+policy or executor code.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, TypedDict
 
 import numpy as np
 import pandas as pd
 
 from moesim.metrics.stats import RunStats
-from moesim.policies.core import PolicyCore
+
+
+class CoreCounters(Protocol):
+    """What a run's summary reads from the policy core (``moesim.policies.core.PolicyCore``),
+    read-only."""
+
+    @property
+    def L(self) -> int: ...
+
+    @property
+    def accesses(self) -> int: ...
+
+    @property
+    def present(self) -> int: ...
+
+    @property
+    def misses(self) -> int: ...
+
+    @property
+    def misses_cpu(self) -> int: ...
+
+    @property
+    def misses_skipped(self) -> int: ...
+
+    @property
+    def misses_substituted(self) -> int: ...
+
+    @property
+    def bypassed(self) -> int: ...
+
+    @property
+    def prefetch_issued(self) -> int: ...
+
+    @property
+    def prefetch_useful(self) -> int: ...
+
+    @property
+    def prefetch_stale(self) -> int: ...
+
+    @property
+    def evictions(self) -> int: ...
+
+    @property
+    def refetches(self) -> int: ...
+
+    @property
+    def dram_hits(self) -> int: ...
+
+    @property
+    def dram_misses(self) -> int: ...
+
+    @property
+    def dram_evictions(self) -> int: ...
+
+    @property
+    def layer_accesses(self) -> Sequence[int]: ...
+
+    @property
+    def layer_present(self) -> Sequence[int]: ...
+
+    @property
+    def layer_prefetch_issued(self) -> Sequence[int]: ...
+
+    @property
+    def layer_prefetch_useful(self) -> Sequence[int]: ...
+
+    @property
+    def layer_evictions(self) -> Sequence[int]: ...
+
+
+class Percentiles(TypedDict):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+
+class Counts(TypedDict):
+    tokens: int
+    decode_steps: int
+    layer_steps: int
+    accesses: int
+    hits: int
+    late_hits: int
+    misses: int
+    hit_rate: float
+    misses_fetched: int
+    misses_cpu: int
+    misses_skipped: int
+    misses_substituted: int
+    misses_streamed: int
+
+
+class Quality(TypedDict):
+    lossy_accesses: int
+    lossy_fraction: float
+
+
+class Latency(TypedDict):
+    tpot_ms: Percentiles
+    compute_only_tpot_ms: float
+    ttft_ms: Percentiles | None
+    stall_ms_total: float
+    stall_ms_per_layer: list[float]
+    makespan_ms: float
+
+
+class Traffic(TypedDict):
+    bytes_h2d: int
+    bytes_demand: int
+    bytes_prefetch: int
+    bytes_prefetch_wasted: int
+    bytes_ssd_read: int
+    bytes_on_demand_baseline: int
+    ratio_bytes_vs_on_demand: float | None
+
+
+class Prefetch(TypedDict):
+    issued: int
+    useful: int
+    late: int
+    wasted: int
+    cancelled: int
+    stale: int
+    lead_time_ms_mean: float | None
+    slack_ms_mean: float | None
+
+
+class TierHitRate(TypedDict):
+    gpu: float
+    dram: float
+
+
+class CacheSummary(TypedDict):
+    evictions: int
+    churn: float
+    refetches: int
+    tier_hit_rate: TierHitRate
+    dram_evictions: int
+
+
+class RequestPercentiles(TypedDict):
+    p50: float
+    p90: float
+    p99: float
+
+
+class Requests(TypedDict):
+    """Per-request latencies under continuous batching (ms from arrival)."""
+
+    requests: int
+    finished: int
+    queueing_ms: RequestPercentiles | None
+    ttft_ms: RequestPercentiles | None
+    e2e_ms: RequestPercentiles | None
+
+
+class _SummaryBase(TypedDict):
+    counts: Counts
+    quality: Quality
+    latency: Latency
+    traffic: Traffic
+    prefetch: Prefetch
+    cache: CacheSummary
+    provenance: dict[str, Any]  # inputs and their hashes: as open-ended as the scenario
+
+
+class Summary(_SummaryBase, total=False):
+    """``summary.json``: every section always, ``requests`` only under continuous batching."""
+
+    requests: Requests
 
 
 def _r(x: float) -> float:
@@ -16,7 +193,7 @@ def _r(x: float) -> float:
     return float(round(float(x), 6))
 
 
-def _pct(values: np.ndarray) -> dict[str, float]:
+def _pct(values: np.ndarray) -> Percentiles:
     if len(values) == 0:
         return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
@@ -24,7 +201,7 @@ def _pct(values: np.ndarray) -> dict[str, float]:
 
 
 def build_tables(
-    core: PolicyCore, stats: RunStats, layer_indices: tuple[int, ...]
+    core: CoreCounters, stats: RunStats, layer_indices: tuple[int, ...]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     tokens = pd.DataFrame(
         {
@@ -81,12 +258,12 @@ def build_extras(stats: RunStats) -> pd.DataFrame:
 
 
 def build_summary(
-    core: PolicyCore,
+    core: CoreCounters,
     stats: RunStats,
     tokens: pd.DataFrame,
     on_demand_bytes: int,
     provenance: dict[str, Any],
-) -> dict[str, Any]:
+) -> Summary:
     late = int(sum(stats.layer_late))
     hits = core.present - late
     n_tokens = int(tokens["batch"].sum())
@@ -159,4 +336,24 @@ def build_summary(
             "dram_evictions": core.dram_evictions,
         },
         "provenance": provenance,
+    }
+
+
+def _request_percentiles(xs: list[float]) -> RequestPercentiles | None:
+    if not xs:
+        return None
+    p50, p90, p99 = (round(float(v), 6) for v in np.percentile(xs, [50, 90, 99]))
+    return {"p50": p50, "p90": p90, "p99": p99}
+
+
+def request_summary(requests: Sequence[Any]) -> Requests:
+    """Per-request latencies under continuous batching (ms from arrival); ``requests`` are the
+    batcher's records (``arrival``, ``admitted``, ``first_token``, ``finish``; -1 while unset)."""
+    done = [r for r in requests if r.finish >= 0]
+    return {
+        "requests": len(requests),
+        "finished": len(done),
+        "queueing_ms": _request_percentiles([r.admitted - r.arrival for r in done]),
+        "ttft_ms": _request_percentiles([r.first_token - r.arrival for r in done]),
+        "e2e_ms": _request_percentiles([r.finish - r.arrival for r in done]),
     }

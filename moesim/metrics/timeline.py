@@ -8,7 +8,10 @@ Exporters (Chrome/Perfetto JSON, Gantt PNG) read this list; executors only fill 
 
 from __future__ import annotations
 
-from moesim.engine.copy_engine import CANCELLED
+# The state code of a copy that was cancelled before it started: the value of
+# ``moesim.engine.copy_engine.CANCELLED`` (tests/test_architecture.py pins them equal), written
+# here because metrics sits below the executors and imports none of them.
+CANCELLED = 2
 
 
 def build_timeline(slices: list[tuple], transfers: list, num_experts: int) -> list[dict]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from moesim.experiments.compare import check_identical_inputs
 from moesim.io import atomic_write_text
+from moesim.metrics.comparison import check_identical_inputs
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.style import Series, draw_lines, fraction_axis, has_data, legend_below, series_style
 
@@ -209,8 +209,8 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
 
 
 def load_comparison(sweep_dir: Path) -> pd.DataFrame:
-    from moesim.experiments.compare import comparison_table
-    from moesim.experiments.sweep import read_table
+    from moesim.metrics.comparison import comparison_table
+    from moesim.metrics.table import read_table
 
     table = read_table(sweep_dir)
     meta = sweep_dir / "compare.json"

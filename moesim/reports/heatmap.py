@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.experiments.sweep import PARAM_PREFIX, resolve_metric
 from moesim.io import atomic_write_bytes
+from moesim.metrics.table import PARAM_PREFIX, resolve_metric
 from moesim.reports.html import png_bytes, pyplot
 
 MAX_PANELS = 16

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.experiments.sweep import PARAM_PREFIX, read_table
+from moesim.metrics.table import PARAM_PREFIX, read_table
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.style import Series, draw_grouped_bars, draw_lines, fraction_axis, has_data
 from moesim.reports.waste import write_csv

@@ -179,48 +179,53 @@ def write_chrome_trace(
     return path
 
 
+_NUM = (int, float)
+_FIELDS = {"name": (str,), "pid": (int,), "tid": (int,)}  # every event's, then its phase's:
+_PHASE_FIELDS: dict[str, dict[str, tuple]] = {
+    "X": {"ts": _NUM, "dur": _NUM},
+    "s": {"ts": _NUM, "id": (int, str), "cat": (str,)},
+    "t": {"ts": _NUM, "id": (int, str), "cat": (str,)},
+    "f": {"ts": _NUM, "id": (int, str), "cat": (str,)},
+    "M": {"args": (dict,)},
+}
+
+
+def _event_problems(n: int, ev: dict) -> list[str]:
+    ph = ev.get("ph")
+    if not isinstance(ph, str) or ph not in _PHASE_FIELDS:
+        return [f"event {n}: unsupported phase {ph!r}"]
+    problems = []
+    for k, types in {**_FIELDS, **_PHASE_FIELDS[ph]}.items():
+        v = ev.get(k)
+        if not isinstance(v, types) or isinstance(v, bool):
+            problems.append(
+                f"event {n} ({ph}): field {k!r} missing or not {'/'.join(t.__name__ for t in types)}"
+            )
+    if ph == "X" and isinstance(ev.get("dur"), _NUM) and ev["dur"] < 0:
+        problems.append(f"event {n}: negative dur")
+    if "args" in ev and not isinstance(ev["args"], dict):
+        problems.append(f"event {n}: args must be an object")
+    return problems
+
+
 def validate_trace(obj: Any) -> list[str]:
     """Problems with ``obj`` as trace-event JSON (empty = valid): required fields and their types
     per phase, and every flow id opened once and closed once, not before it opened."""
-    problems: list[str] = []
     if not isinstance(obj, dict) or not isinstance(obj.get("traceEvents"), list):
         return ["top level must be an object with a traceEvents array"]
-    num = (int, float)
-    starts: dict[Any, float] = {}
-    finishes: dict[Any, float] = {}
+    problems: list[str] = []
+    ends: dict[str, dict[Any, float]] = {"s": {}, "f": {}}  # flow id -> ts of its start / finish
     for n, ev in enumerate(obj["traceEvents"]):
         if not isinstance(ev, dict):
             problems.append(f"event {n}: not an object")
             continue
+        problems += _event_problems(n, ev)
         ph = ev.get("ph")
-        need: dict[str, tuple] = {"name": (str,), "pid": (int,), "tid": (int,)}
-        if ph == "X":
-            need.update(ts=num, dur=num)
-        elif ph in ("s", "t", "f"):
-            need.update(ts=num, id=(int, str), cat=(str,))
-        elif ph == "M":
-            need.update(args=(dict,))
-        else:
-            problems.append(f"event {n}: unsupported phase {ph!r}")
-            continue
-        for k, types in need.items():
-            v = ev.get(k)
-            if not isinstance(v, types) or isinstance(v, bool):
-                problems.append(
-                    f"event {n} ({ph}): field {k!r} missing or not {'/'.join(t.__name__ for t in types)}"
-                )
-        if ph == "X" and isinstance(ev.get("dur"), num) and ev["dur"] < 0:
-            problems.append(f"event {n}: negative dur")
-        if "args" in ev and not isinstance(ev["args"], dict):
-            problems.append(f"event {n}: args must be an object")
-        if ph == "s":
-            if ev.get("id") in starts:
-                problems.append(f"flow id {ev.get('id')}: opened twice")
-            starts[ev.get("id")] = ev.get("ts", 0)
-        elif ph == "f":
-            if ev.get("id") in finishes:
-                problems.append(f"flow id {ev.get('id')}: closed twice")
-            finishes[ev.get("id")] = ev.get("ts", 0)
+        if isinstance(ph, str) and ph in ends:
+            if ev.get("id") in ends[ph]:
+                problems.append(f"flow id {ev.get('id')}: {'opened' if ph == 's' else 'closed'} twice")
+            ends[ph][ev.get("id")] = ev.get("ts", 0)
+    starts, finishes = ends["s"], ends["f"]
     for fid in set(starts) ^ set(finishes):
         problems.append(f"flow id {fid}: not paired (needs one 's' and one 'f')")
     for fid in set(starts) & set(finishes):

@@ -7,43 +7,18 @@ embedded, PNG copies in ``figures/``) and the CSVs behind every figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from moesim.errors import fail
 from moesim.io import atomic_write_text
+from moesim.metrics.result import RunResult
 from moesim.reports.html import HtmlReport, pyplot
 
 GIB = 2**30
 MIB = 2**20
-
-
-def _read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
-        path = run_dir / f"{name}.{ext}"
-        if path.is_file():
-            return reader(path)
-    return None
-
-
-def load_run(run_dir: Path) -> dict[str, Any]:
-    spath = run_dir / "summary.json"
-    if not spath.is_file():
-        fail(f"{run_dir}: no summary.json; give a directory written by moesim run --out (or a sweep --out)")
-    try:
-        summary = json.loads(spath.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        fail(f"{spath}: not valid JSON ({exc})")
-    tokens = _read_table(run_dir, "tokens")
-    layers = _read_table(run_dir, "layers")
-    if tokens is None or layers is None:
-        fail(f"{run_dir}: tokens and layers tables (.parquet or .csv) are missing")
-    extras = _read_table(run_dir, "run_extras")
-    return {"summary": summary, "tokens": tokens, "layers": layers, "extras": extras}
 
 
 def _expert_bytes(summary: dict[str, Any], layers: pd.DataFrame) -> int | None:
@@ -332,8 +307,8 @@ def _fig_tail(tokens: pd.DataFrame, summary: dict[str, Any]):
 def build_run_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the prefetch-waste report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``)."""
     run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    summary, tokens, layers, extras = data["summary"], data["tokens"], data["layers"], data["extras"]
+    run = RunResult.read(run_dir)
+    summary, tokens, layers, extras = run.summary, run.tokens, run.layers, run.extras
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     prov = summary.get("provenance", {})
     sc = prov.get("scenario", {})

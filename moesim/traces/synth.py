@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from moesim.errors import fail
-from moesim.traces.importers._common import offsets_from_lengths
+from moesim.traces.importers.common import offsets_from_lengths
 from moesim.traces.trace import Trace, TraceMeta
 
 DEFAULT_DOMAINS = ("general", "coding", "math", "reasoning")

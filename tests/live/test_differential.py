@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moesim.engine.live.harness import run_live
 from moesim.engine.live_executor import LiveOptions
+from moesim.experiments.live import run_live
 from moesim.experiments.run import run_prepared
 from moesim.policies.registries import CACHES, PREDICTORS
 from tests.helpers import random_trace

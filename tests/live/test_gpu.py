@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moesim.engine.live.harness import run_live
 from moesim.engine.live_executor import LiveOptions
+from moesim.experiments.live import run_live
 from moesim.experiments.run import run_prepared
 from tests.live.conftest import live_prepared, tiny_model
 

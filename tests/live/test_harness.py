@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from moesim.engine.live.harness import cut_layers, run_live
 from moesim.engine.live_executor import LiveOptions
 from moesim.errors import MoesimInputError
+from moesim.experiments.live import cut_layers, run_live
 from moesim.experiments.run import prepare, run_prepared
 from moesim.experiments.scenario import load_scenario
 from tests.live.conftest import live_prepared, tiny_model

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import fail
-from moesim.traces.importers._common import (
+from moesim.traces.importers.common import (
     describe_sources,
     expand_sources,
     jsonl_objects,

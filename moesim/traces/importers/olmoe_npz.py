@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import fail
-from moesim.traces.importers._common import describe_sources, expand_sources, offsets_from_lengths
+from moesim.traces.importers.common import describe_sources, expand_sources, offsets_from_lengths
 from moesim.traces.trace import Trace, TraceMeta
 
 SCHEMA = "olmoe_decode_atomic_routing_v1"

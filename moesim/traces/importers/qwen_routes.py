@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
-from moesim.traces.importers._common import (
+from moesim.traces.importers.common import (
     describe_sources,
     expand_sources,
     offsets_from_lengths,

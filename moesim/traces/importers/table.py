@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.traces.importers._common import (
+from moesim.traces.importers.common import (
     describe_sources,
     jsonl_objects,
     offsets_from_lengths,

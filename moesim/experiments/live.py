@@ -1,4 +1,5 @@
-"""A live run of a prepared scenario: the same ``RunResult`` schema as ``run_prepared`` (simulation).
+"""A live run of a prepared scenario through the run pipeline: the same ``RunResult`` schema as a
+simulated run (``moesim.experiments.pipeline.simulate``), the same on-demand baseline.
 
 ``layers`` replays only the first N MoE layers (of the trace and the model) to fit a run into the
 time or memory at hand; it is recorded in the provenance, and a calibration cuts the simulated run
@@ -12,13 +13,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.engine.decisions import run_decisions
 from moesim.engine.live_executor import LiveExecutor, LiveOptions, check_live_model
 from moesim.errors import fail
-from moesim.experiments.holdout import add_outcome_notes
+from moesim.experiments.pipeline import summarise
 from moesim.experiments.run import Prepared, build_core, provenance
 from moesim.metrics.result import RunResult
-from moesim.metrics.summary import build_extras, build_summary, build_tables
 
 
 def cut_layers(p: Prepared, n: int | None) -> Prepared:
@@ -100,10 +99,6 @@ def run_live(
     )
     stats = ex.run(core, p.groups())
     wall_live = time.perf_counter() - wall0
-    baseline = run_decisions(build_core(p, predictor_name="none"), p.groups())
-    on_demand = baseline.misses * p.model.expert_bytes
-    tokens, layers_df = build_tables(core, stats, p.model.moe_layer_indices)
-    extras = build_extras(stats)
     from moesim.engine.live.device import device_description
 
     info = device_description(ex.dev)
@@ -116,11 +111,10 @@ def run_live(
         "expert_slots": ex.store.num_slots,
         "note": "times are measured wall-clock; the profile named above is not used by a live run",
     }
-    summary = build_summary(core, stats, tokens, on_demand, prov)
-    add_outcome_notes(p, summary)
-    wallclock = {
+    result = summarise(p, core, stats, prov)
+    result.wallclock = {
         "seconds_total": round(time.perf_counter() - wall0, 4),
         "seconds_setup": round(ex.setup_seconds, 4),
         "seconds_live": round(wall_live - ex.setup_seconds, 4),
     }
-    return LiveRun(RunResult(summary, tokens, layers_df, wallclock, core.log, extras=extras), ex, p)
+    return LiveRun(result, ex, p)

@@ -1,0 +1,84 @@
+"""What runs in one process share: loaded traces, their replay groups, on-demand baselines.
+
+A ``RunCache`` belongs to whoever runs many points (a sweep worker keeps one per process, a notebook
+may keep its own) and travels with each ``Prepared`` run, so a run reads and fills its caller's
+cache, not a hidden module global. Entries are keyed by the identity of their inputs (the trace
+files' paths, sizes and modification times; the resolved scenario and input hashes for baselines),
+so a changed file is never served stale; every consumer treats cached traces and groups as
+read-only.
+
+``PROCESS_CACHE`` serves callers that pass none (``moesim run``, the Python API, tests): a run
+never sees another process's entries, and a result never depends on what is cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+
+def remember(cache: dict, key: Any, value: Any, size: int) -> None:
+    """Put ``key`` into ``cache``, dropping the oldest entries beyond ``size``."""
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+class RunCache:
+    """Loaded traces (the last ``max_traces``), replay groups (the last ``max_group_sets`` of at most
+    ``group_steps`` layer-steps, about 320 bytes each) and on-demand baselines (demand misses)."""
+
+    def __init__(
+        self,
+        max_traces: int = 2,
+        max_group_sets: int = 1,
+        group_steps: int = 600_000,
+        max_baselines: int = 256,
+    ) -> None:
+        self.max_traces = max_traces
+        self.max_group_sets = max_group_sets
+        self.group_steps = group_steps
+        self.max_baselines = max_baselines
+        self.traces: dict[tuple, Any] = {}
+        self.groups: dict[tuple, list] = {}
+        self.baselines: dict[str, int] = {}
+
+    def keep_trace(self, key: tuple, trace: Any) -> None:
+        remember(self.traces, key, trace, self.max_traces)
+
+    def keep_groups(self, key: tuple, groups: list) -> None:
+        remember(self.groups, key, groups, self.max_group_sets)
+
+    def keep_baseline(self, key: str, misses: int) -> None:
+        remember(self.baselines, key, misses, self.max_baselines)
+
+    def clear(self) -> None:
+        self.traces.clear()
+        self.groups.clear()
+        self.baselines.clear()
+
+
+PROCESS_CACHE = RunCache()
+
+# ``prepare`` (experiments/run.py) loads the trace with no cache argument; ``use_cache`` tells it
+# whose cache to load through for the duration of one call (see pipeline.load).
+_ACTIVE: ContextVar[RunCache | None] = ContextVar("moesim_run_cache", default=None)
+
+
+def active_cache() -> RunCache:
+    return _ACTIVE.get() or PROCESS_CACHE
+
+
+@contextmanager
+def use_cache(cache: RunCache | None) -> Iterator[RunCache]:
+    """Within the block, runs prepared without an explicit cache use ``cache`` (None: unchanged)."""
+    if cache is None:
+        yield active_cache()
+        return
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
