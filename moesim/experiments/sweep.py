@@ -35,7 +35,8 @@ import yaml
 
 from moesim.errors import MoesimInputError, fail
 from moesim.experiments.overrides import check_key
-from moesim.io import atomic_write_json, atomic_write_text, atomic_write_with
+from moesim.io import atomic_write_json, atomic_write_text, atomic_write_with, json_finite
+from moesim.yamlio import loads, scalar
 
 SECTION_ORDER = ("counts", "latency", "traffic", "prefetch", "cache", "provenance")
 LEAD_COLUMNS = ("point", "status", "error")
@@ -53,7 +54,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
     rest = rest.strip()
     if rest.startswith("["):
         try:
-            values = yaml.safe_load(rest)
+            values = loads(rest, f"--grid {key}")  # strict YAML, as for --set and scenario files
         except yaml.YAMLError as exc:
             fail(f"--grid {key}: {rest!r} is not a YAML list ({getattr(exc, 'problem', exc)})")
         if not isinstance(values, list):
@@ -64,10 +65,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
             fail(f"--grid {key}: empty value in {rest!r}; give V1,V2,... with no empty entries")
         values = []
         for p in parts:
-            try:
-                values.append(yaml.safe_load(p))
-            except yaml.YAMLError:
-                values.append(p)
+            values.append(scalar(p, f"--grid {key}"))
     if not values:
         fail(f"--grid {key}: give at least one value")
     return key, values
@@ -300,7 +298,8 @@ def load_records(out: Path, plan: SweepPlan) -> dict[int, dict[str, Any]]:
             i = int(rec["index"])
         except (ValueError, KeyError, TypeError, OSError):
             continue  # a foreign or damaged file is not a finished point
-        if 0 <= i < len(plan.points) and rec.get("overrides") == plan.points[i]:
+        # on disk non-finite values are the strings "inf"/"-inf"/"nan" (moesim.io.json_finite)
+        if 0 <= i < len(plan.points) and rec.get("overrides") == json_finite(plan.points[i]):
             found[i] = rec
     return found
 
@@ -346,7 +345,7 @@ def _prepare_dir(out: Path, plan: SweepPlan, resume: bool, force: bool) -> None:
                 f"{out}: already holds a sweep; add --resume to finish it, --force to start over, "
                 "or choose another --out"
             )
-        elif old is not None and {k: old.get(k) for k in manifest} != manifest:
+        elif old is not None and {k: old.get(k) for k in manifest} != json_finite(manifest):
             fail(
                 f"{out}: holds a different sweep (scenario, --set or --grid differ); "
                 "use the same arguments to resume, --force to start over, or another --out"

@@ -1,9 +1,20 @@
 """One registry per pluggable family. A new policy is one file with ``@REGISTRY.register`` plus one
 import line in its family's ``__init__``; the contract tests iterate the registry, so it is checked
-automatically."""
+automatically.
+
+Third-party packages add plug-ins through a Python entry point in the family's group (``moesim.caches``,
+``moesim.predictors``, ``moesim.miss``; see docs/plugins.md). A registry fills itself on first use:
+the built-in family package first, then every installed entry point, in whatever process asks (the
+CLI, a sweep's pool or Ray worker, a notebook), so workers never need to be told about plug-ins. A
+plug-in that cannot be loaded is remembered with its one-line error, shown by ``moesim list`` and
+raised only when a scenario asks for it.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
 from moesim.errors import fail
@@ -11,33 +22,90 @@ from moesim.errors import fail
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A registered plug-in: its class and where it came from (``moesim`` or ``package version``)."""
+
+    name: str
+    cls: type
+    source: str
+
+
 class Registry(Generic[T]):
-    def __init__(self, family: str, scenario_key: str):
+    def __init__(self, family: str, scenario_key: str, builtins: str = "", group: str = ""):
         self.family = family
         self.scenario_key = scenario_key  # named in error messages
+        self.builtins = builtins  # the package whose import registers the built-in plug-ins
+        self.group = group  # the entry-point group third-party plug-ins register under
         self._items: dict[str, type[T]] = {}
+        self._sources: dict[str, str] = {}
+        self._broken: dict[str, str] = {}  # entry-point name -> why it could not be loaded
+        self._loaded = False
 
-    def register(self, cls: type[T]) -> type[T]:
+    def register(self, cls: type[T], source: str = "moesim") -> type[T]:
         name = cls.name  # type: ignore[attr-defined]
         if name in self._items:
             raise ValueError(f"{self.family} {name!r} registered twice")
         self._items[name] = cls
+        self._sources[name] = source
         return cls
 
-    def get(self, name: str) -> type[T]:
+    def _ensure(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.builtins:
+            importlib.import_module(self.builtins)
+        if self.group:
+            for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
+                self._load_entry_point(ep)
+
+    def _load_entry_point(self, ep: EntryPoint) -> None:
+        dist = getattr(ep, "dist", None)
+        source = f"{dist.name} {dist.version}" if dist is not None else "unknown package"
+        where = f"entry point {ep.name!r} = {ep.value!r} in group {self.group} ({source})"
         try:
-            return self._items[name]
-        except KeyError:
-            fail(
-                f"{self.scenario_key}: unknown {self.family} {name!r}; choose one of: {', '.join(self.names())}"
+            cls = ep.load()
+        except Exception as exc:  # any import-time failure of foreign code is reported, not raised
+            self._broken[ep.name] = f"{where}: cannot be loaded ({type(exc).__name__}: {exc})"
+            return
+        name = getattr(cls, "name", None)
+        if not isinstance(cls, type) or not isinstance(name, str) or not name:
+            self._broken[ep.name] = f"{where}: is not a {self.family} class with a name"
+        elif name in self._items and self._items[name] is not cls:
+            self._broken[ep.name] = (
+                f"{where}: {self.family} {name!r} is already provided by {self._sources[name]}"
             )
-            raise  # unreachable, for type checkers
+        elif name not in self._items:
+            self.register(cls, source)
+
+    def get(self, name: str) -> type[T]:
+        self._ensure()
+        if name in self._items:
+            return self._items[name]
+        if name in self._broken:
+            fail(f"{self.scenario_key}={name}: {self._broken[name]}")
+        fail(f"{self.scenario_key}: unknown {self.family} {name!r}; choose one of: {', '.join(self.names())}")
+        raise AssertionError  # unreachable
 
     def names(self) -> list[str]:
+        self._ensure()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
+        self._ensure()
         return name in self._items
 
     def items(self) -> list[tuple[str, type[T]]]:
+        self._ensure()
         return sorted(self._items.items())
+
+    def entries(self) -> list[Entry]:
+        """Every registered plug-in with its source package, for ``moesim list``."""
+        self._ensure()
+        return [Entry(n, c, self._sources[n]) for n, c in sorted(self._items.items())]
+
+    def broken(self) -> dict[str, str]:
+        """Entry points that could not be loaded, by name, with the reason."""
+        self._ensure()
+        return dict(self._broken)

@@ -19,16 +19,19 @@ import numpy as np
 import yaml
 
 from moesim.errors import MoesimInputError, fail
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors.base import Prediction, Predictor, PredictorSetup
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
 # Keys every planned predictor accepts in ``predictor.params`` (beside its own).
-COMMON_PARAMS: dict[str, object] = {
-    "horizon_per_layer": None,  # list of L horizons, or {target_layer: horizon}; default predictor.horizon
-    "latency_ms": 0.0,  # number | {batch: ms} | path to a YAML {batch: ms} table | "measured"
-    "runs_on": None,  # "cpu" (delays only its prefetches) or "gpu" (also the compute stream); default: the class's
-}
+COMMON_PARAMS = ParamSchema(
+    # list of L horizons, or {target_layer: horizon}; default predictor.horizon (checked against L)
+    horizon_per_layer=Param(None),
+    latency_ms=Param(0.0),  # number | {batch: ms} | path to a YAML {batch: ms} table | "measured"
+    # "cpu" (delays only its prefetches) or "gpu" (also the compute stream); default: the class's
+    runs_on=Param(None, "str", choices=("cpu", "gpu")),
+)
 
 
 def runs_on(setup: PredictorSetup, cls: type[Predictor]) -> str:
@@ -273,7 +276,7 @@ class PlannedPredictor(Predictor):
     (calling super). ``max_horizon`` is the furthest target any firing asks for.
     """
 
-    params: dict[str, object] = dict(COMMON_PARAMS)
+    params: dict[str, object] = COMMON_PARAMS
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)
