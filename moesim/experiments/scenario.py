@@ -188,7 +188,9 @@ def check_type(key: str, value: Any, tp: Any, origin: str) -> Any:
     return value
 
 
-def _build(cls, raw: dict, prefix: str, origin: str):
+def _build(cls, raw: dict, prefix: str, origin: str, sources: Mapping[str, str] | None = None):
+    """``cls`` from ``raw``; ``sources`` names where an overridden key came from (``--set``)."""
+    sources = sources or {}
     names = _field_names(cls)
     hints = get_type_hints(cls)
     kwargs = {}
@@ -203,9 +205,9 @@ def _build(cls, raw: dict, prefix: str, origin: str):
                 fail(
                     f"{origin}: {dotted} must be a mapping of its keys ({', '.join(_field_names(_SECTIONS[key]))})"
                 )
-            kwargs[key] = _build(_SECTIONS[key], value, f"{dotted}.", origin)
+            kwargs[key] = _build(_SECTIONS[key], value, f"{dotted}.", origin, sources)
         else:
-            kwargs[key] = check_type(dotted, value, hints[key], origin)
+            kwargs[key] = check_type(dotted, value, hints[key], sources.get(dotted, origin))
     return cls(**kwargs)
 
 
@@ -236,7 +238,8 @@ def load_scenario(
         )
     pairs = [parse_override(text) for text in overrides or []]
     raw = apply_overrides(raw, [*pairs, *(values or {}).items()])
-    scenario = _build(Scenario, raw, "", origin)
+    sources = {k: "--set" for k, _ in pairs} | {k: "override" for k in values or {}}
+    scenario = _build(Scenario, raw, "", origin, sources)
     scenario.base_dir = str(src.resolve().parent)
     if scenario.name == "scenario":
         scenario.name = src.stem
