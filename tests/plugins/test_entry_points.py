@@ -108,7 +108,15 @@ def test_ray_sweep_workers_load_the_plugins(plugin_env, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
     proc = moesim(
-        plugin_env, "sweep", *TINY, "--grid", "cache.policy=toy-mru,lru", "--backend", "ray", "--out", str(out)
+        plugin_env,
+        "sweep",
+        *TINY,
+        "--grid",
+        "cache.policy=toy-mru,lru",
+        "--backend",
+        "ray",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "points").glob("*.json"))]
