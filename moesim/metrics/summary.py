@@ -1,4 +1,4 @@
-"""Turn the core's decision counters and an executor's RunStats into DESIGN.md's result schema."""
+"""Turn the core's decision counters and an executor's RunStats into docs/design.md's result schema."""
 
 from __future__ import annotations
 

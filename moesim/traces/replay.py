@@ -3,7 +3,7 @@
 A *group* is the B sequences decoded together (static batching, in trace order; the batch shrinks
 as shorter sequences finish). A *layer-step* is one MoE layer of one decode step of a group; its
 accesses are the union of the active sequences' experts in (rank, sequence index) order, with the
-number of tokens routed to each (DESIGN.md, reference cache semantics). Keys are ``layer * E + id``.
+number of tokens routed to each (docs/design.md, reference cache semantics). Keys are ``layer * E + id``.
 Groups are built one at a time so a long trace never needs all its steps in memory.
 """
 

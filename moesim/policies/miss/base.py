@@ -1,6 +1,6 @@
 """Miss handling: what to do when the gate picks an expert that is not on the GPU.
 
-A separate registered family (DESIGN.md): fetch it (on demand), run it on the CPU (Fiddler,
+A separate registered family (docs/design.md): fetch it (on demand), run it on the CPU (Fiddler,
 KTransformers), or a lossy shortcut (skip it, or substitute a resident expert), which is counted
 and reported as a quality risk. Decisions use static costs only (profile service times and the
 token count), never the executor's clock, so both executors decide alike.

@@ -1,6 +1,6 @@
 """The predictor interface.
 
-A predictor declares what it observes and when it fires (DESIGN.md, "Predictors"). The policy core
+A predictor declares what it observes and when it fires (docs/design.md, "Predictors"). The policy core
 calls, in logical order and never with a clock:
 
 - ``start(group)`` at request start; may return predictions for the first layer-steps;
