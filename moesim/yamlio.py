@@ -96,7 +96,7 @@ class StrictLoader(yaml.SafeLoader):
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
 StrictLoader.add_constructor("tag:yaml.org,2002:bool", StrictLoader.construct_yaml_bool)
-StrictLoader.add_constructor("tag:yaml.org,2002:map", yaml.SafeLoader.construct_yaml_map)
+StrictLoader.add_constructor("tag:yaml.org,2002:map", yaml.SafeLoader.construct_yaml_map)  # type: ignore[type-var]
 for _tag, _regexp, _first in (
     ("tag:yaml.org,2002:bool", _BOOL, list("tTfF")),
     ("tag:yaml.org,2002:int", _INT, list("-+0123456789")),

@@ -45,6 +45,7 @@ def prefill_steps(trace: Trace, seqs: tuple[int, ...]) -> tuple[list[list[int]],
     """One layer-step per layer for the prompt pass: the union of every prompt token's experts in
     order of first use (token, then rank), with the number of prompt tokens routed to each."""
     L, E = trace.meta.num_layers, trace.meta.num_experts
+    assert trace.prefill_experts is not None and trace.prefill_offsets is not None  # callers check prefill
     blocks = [
         np.asarray(
             trace.prefill_experts[trace.prefill_offsets[q] : trace.prefill_offsets[q + 1]], dtype=np.int64

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
@@ -276,7 +276,7 @@ class PlannedPredictor(Predictor):
     (calling super). ``max_horizon`` is the furthest target any firing asks for.
     """
 
-    params: dict[str, object] = COMMON_PARAMS
+    params: ClassVar[dict[str, object]] = COMMON_PARAMS
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)
@@ -284,7 +284,7 @@ class PlannedPredictor(Predictor):
         self.plan = HorizonPlan(layer_horizons(setup, self.name))
         self.max_horizon = self.plan.max_h
         self._latency = LatencyModel(self.name, setup.params.get("latency_ms", 0.0), self._measure_latency)
-        self.runs_on = runs_on(setup, type(self))  # an instance override of the class default
+        self.runs_on = runs_on(setup, type(self))  # type: ignore[misc]  # an instance override of the class default
         self._n = 0
         self.seen: list[list[int]] = []  # observed keys per layer-step of the current group
 
@@ -301,7 +301,7 @@ class PlannedPredictor(Predictor):
         self.group = group
         self._n = len(group.steps)
         self.seen = []
-        out = []
+        out: list[Prediction] = []
         for t in self.plan.start_targets(self._n):
             sc = self.scores(-1, t)
             if sc is not None:
@@ -313,7 +313,7 @@ class PlannedPredictor(Predictor):
         self.seen.append(keys)
 
     def predict(self, s: int) -> list[Prediction]:
-        out = []
+        out: list[Prediction] = []
         for t in self.plan.targets(s, self._n):
             sc = self.scores(s, t)
             if sc is not None:
@@ -367,7 +367,7 @@ def trace_fingerprint(trace: Trace) -> str:
             continue
         a = np.ascontiguousarray(arr)
         h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+        h.update(a.view(np.uint8).reshape(-1) if a.size else b"")  # type: ignore[arg-type]
     return h.hexdigest()
 
 

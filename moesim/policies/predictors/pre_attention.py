@@ -262,7 +262,7 @@ class PreAttention(Predictor):
                 f"{trace_label(setup.trace)} has L={self.L}, E={self.E}, hidden {self.hs.shape[2]}"
             )
         self._latency = LatencyModel(NAME, setup.params.get("latency_ms", 0.0), self._measure)
-        self.runs_on = runs_on(setup, type(self))
+        self.runs_on = runs_on(setup, type(self))  # type: ignore[misc]  # instance override of the class default
 
     @classmethod
     def fit_model(cls, trace: Trace, params: dict[str, Any], seed: int) -> PreAttentionModel:

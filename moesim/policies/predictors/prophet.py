@@ -157,7 +157,7 @@ def _build_net(cfg: dict[str, Any]):
 
 def _check_params(p: dict[str, Any], L: int) -> dict[str, Any]:
     n = NAME
-    out = {
+    out: dict[str, Any] = {
         "context": as_int(n, "context", p["context"], 1, 64),
         "heads": as_int(n, "heads", p["heads"], 1, L),
         "d_model": as_int(n, "d_model", p["d_model"], 8),
