@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from moesim.policies.sizing import split_capacity
 from moesim.traces.replay import Group, access_stream, expert_counts, iter_groups, layer_streams
 from moesim.traces.trace import Trace
 
+if TYPE_CHECKING:
+    from moesim.hardware.profile import LatencyProfile
+
 
 @dataclass
 class Prepared:
@@ -46,7 +50,7 @@ class Prepared:
     model: ModelSpec
     trace: Trace
     trace_path: Path
-    profile: object
+    profile: LatencyProfile
     prompt_tokens: int
     min_slots: int
     top_n: int

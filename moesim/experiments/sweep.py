@@ -120,12 +120,12 @@ class SweepPlan:
             check_key(key)
         for text in base:
             check_key(text.partition("=")[0].strip(), "--set")
-        path = None
+        path: str | None = None
         if scenario is not None:
-            path = Path(scenario).expanduser()
-            if not path.is_file():
+            src = Path(scenario).expanduser()
+            if not src.is_file():
                 fail(f"{scenario}: scenario file not found; give a path to a YAML scenario (see scenarios/)")
-            path = str(path.resolve())
+            path = str(src.resolve())
         # JSON round trip: the plan is compared with sweep.json on resume and sent to workers.
         pts = json.loads(json.dumps([dict(p) for p in points]))
         return cls(path, list(base), list(keys), pts)
