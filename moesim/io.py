@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,8 +57,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def dumps_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, fixed indentation, trailing newline (byte-stable across runs)."""
-    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """Canonical JSON: sorted keys, fixed indentation, trailing newline (byte-stable across runs).
+    JSON has no infinities or NaN: they are written as the strings "inf", "-inf" and "nan"."""
+    try:
+        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError:  # a non-finite float somewhere (e.g. hardware.h2d_gbps: .inf, the ideal link)
+        return json.dumps(json_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def json_finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by "inf", "-inf" or "nan"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_finite(v) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

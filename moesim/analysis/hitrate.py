@@ -1,6 +1,6 @@
 """Fast demand-only LRU / Belady hit counters for hit-rate-vs-capacity curves.
 
-These follow DESIGN.md's reference cache semantics exactly (batch 1): sequences in trace order,
+These follow docs/design.md's reference cache semantics exactly (batch 1): sequences in trace order,
 the cache warm across them unless ``reset_per_sequence``; per token, per MoE layer, the k ids in
 rank order; a miss with a full pool evicts a resident expert *not in the current layer-step's set*
 (the whole step is pinned, including ranks not yet accessed); LRU evicts the least recently used,

@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "moesim.cli.harness_cmd",
     "moesim.cli.calibrate_cmd",
     "moesim.cli.predictor_cmd",
+    "moesim.cli.list_cmd",
 ]
 
 

@@ -4,7 +4,7 @@ A non-preemptive priority server with ``lanes`` parallel copy engines that share
 lane gets ``1/lanes`` of the bandwidth, so a copy on a lane takes ``h2d(lanes x bytes)`` (the fixed
 per-copy overhead overlaps across lanes; the bytes do not). Whenever a lane is free it starts the
 oldest waiting demand copy, else the waiting prefetch that became ready first; a started copy is
-never preempted (DESIGN.md, miss handling). Demand copies are timed the moment they are submitted
+never preempted (docs/design.md, miss handling). Demand copies are timed the moment they are submitted
 (nothing can overtake them); prefetches are timed lazily, when the executor's clock passes the
 moment a lane could start them, so every operation stays cheap even when prefetches back the link
 up. A copy may not start before ``not_before`` (e.g. the end of the SSD read that feeds it).

@@ -81,7 +81,7 @@ def expand(scenarios: list[str], grid: list[str]) -> list[Config]:
         fail("calibrate: give at least one scenario YAML")
     axes = parse_grid(grid)
     combos = list(itertools.product(*[[f"{k}={v}" for v in vals] for k, vals in axes])) or [()]
-    out = []
+    out: list[Config] = []
     for sc in scenarios:
         path = Path(sc)
         if not path.is_file():

@@ -26,7 +26,7 @@ from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore
 from moesim.policies.future import FutureIndex
 from moesim.policies.miss import MissCosts, MissHandler
-from moesim.policies.pool import SCOPES, ExpertPool
+from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PredictorSetup
 from moesim.policies.registries import CACHES, MISS_HANDLERS, PREDICTORS
 from moesim.policies.sizing import split_capacity
@@ -116,8 +116,6 @@ def _load_trace(sc: Scenario) -> tuple[Trace, Path, tuple | None]:
     if sc.trace.domain is not None:
         trace = trace.select_domain(sc.trace.domain)
     if sc.trace.max_sequences is not None:
-        if sc.trace.max_sequences < 1:
-            fail("trace.max_sequences: must be >= 1")
         trace = trace.select(list(range(min(sc.trace.max_sequences, trace.num_sequences))))
     if trace.num_sequences == 0:
         fail(f"{path}: no sequences to replay (check trace.domain / trace.max_sequences)")
@@ -142,91 +140,28 @@ def _check_consistency(sc: Scenario, model: ModelSpec, trace: Trace, path: Path)
 
 
 def prepare(sc: Scenario) -> Prepared:
+    """Load what ``sc`` names (model, trace, profile); every check lives in
+    ``moesim.experiments.validate`` and runs here, before anything is simulated or written."""
+    from moesim.experiments.validate import validate_loaded
     from moesim.hardware import load_profile
 
-    if sc.batch < 1:
-        fail(f"batch: must be >= 1, got {sc.batch}")
-    if sc.predictor.horizon < 0:
-        fail(f"predictor.horizon: must be >= 0, got {sc.predictor.horizon}")
-    if sc.prompt_tokens < 0:
-        fail(f"prompt_tokens: must be >= 0, got {sc.prompt_tokens}")
-    if sc.refetch_window < 0:
-        fail(f"refetch_window: must be >= 0, got {sc.refetch_window}")
-    if sc.predictor.overprovision < 0:
-        fail(f"predictor.overprovision: must be >= 0, got {sc.predictor.overprovision}")
-    PREDICTORS.get(sc.predictor.name)
-    CACHES.get(sc.cache.policy)
+    sc.validate()
     model = _load_model(sc)
     trace, path, trace_key = _load_trace(sc)
     _check_consistency(sc, model, trace, path)
     replay = select_replay(sc, trace)
     trace = replay.trace
     hw = sc.hardware
-    if hw.extrapolation not in ("flag", "error"):
-        fail(f"hardware.extrapolation: {hw.extrapolation!r}; choose flag or error")
     ref = hw.profile
     if ref.partition(":")[0] not in ("paper", "estimated"):
         ref = str(sc.resolve_path(ref))
     profile = load_profile(ref, model, extrapolation=hw.extrapolation)
     if hw.h2d_gbps is not None or hw.h2d_overhead_us is not None:
         profile = profile.with_link(h2d_gbps=hw.h2d_gbps, overhead_us=hw.h2d_overhead_us)
+    validate_loaded(sc, model, trace, profile)
     E, k = model.num_experts, model.top_k
     min_slots = min(E, k * sc.batch)
     top_n = sc.predictor.top_n if sc.predictor.top_n is not None else min(E, k * sc.batch)
-    if top_n < 1:
-        fail(f"predictor.top_n: must be >= 1, got {top_n}")
-    cls = PREDICTORS.get(sc.predictor.name)
-    unknown = set(sc.predictor.params) - set(cls.params)
-    if unknown:
-        fail(
-            f"predictor.params: {sc.predictor.name} takes no parameter {sorted(unknown)[0]!r}; "
-            f"it takes: {', '.join(sorted(cls.params)) or 'none'}"
-        )
-    if sc.predictor.name == "prev-token" and sc.predictor.horizon > model.num_moe_layers:
-        fail(
-            f"predictor.horizon: prev-token looks back one token, so horizon must be <= {model.num_moe_layers}"
-        )
-    if sc.cache.scope not in SCOPES:
-        fail(f"cache.scope: unknown scope {sc.cache.scope!r}; choose one of: {', '.join(SCOPES)}")
-    floor = 1 if sc.cache.bypass else min_slots
-    if sc.cache.capacity < floor:
-        where = "per layer" if sc.cache.scope == "per-layer" else "in total"
-        fail(
-            f"cache.capacity: {sc.cache.capacity} slots {where} cannot hold one layer-step's {min_slots} experts "
-            f"(k={k} x batch={sc.batch}); set cache.capacity >= {min_slots}, or cache.bypass=true to stream "
-            "what does not fit"
-        )
-    if sc.hardware.copy_engines < 1:
-        fail(f"hardware.copy_engines: must be >= 1, got {sc.hardware.copy_engines}")
-    handler_cls = MISS_HANDLERS.get(sc.miss.policy)
-    if handler_cls.needs_cpu and not profile.has("cpu_expert_ffn"):
-        fail(
-            f"miss.policy={sc.miss.policy}: profile {profile.name} has no cpu_expert_ffn table; "
-            "use a profile with CPU timings (estimated:<device>, or paper:<gpu>+estimated)"
-        )
-    if sc.tiers.dram_gb is not None and not sc.tiers.dram_gb > 0:
-        fail(f"tiers.dram_gb: must be a positive number of GB, got {sc.tiers.dram_gb}")
-    dram_cls = CACHES.get(sc.tiers.dram_policy)
-    if dram_cls.needs_future or dram_cls.needs_counts or dram_cls.params:
-        fail(
-            f"tiers.dram_policy: {dram_cls.name} needs inputs the host tier does not get; use lru, lfu or fifo"
-        )
-    cache_cls = CACHES.get(sc.cache.policy)
-    if sc.arrivals.process != "static" and cache_cls.needs_future:
-        fail(
-            f"cache.policy={sc.cache.policy} needs the whole access order in advance, which continuous "
-            "batching only forms while it runs; use arrivals.process=static"
-        )
-    unknown = set(sc.cache.params) - set(cache_cls.params)
-    if unknown:
-        fail(
-            f"cache.params: {sc.cache.policy} takes no parameter {sorted(unknown)[0]!r}; "
-            f"it takes: {', '.join(sorted(cache_cls.params)) or 'none'}"
-        )
-    if sc.prefill and trace.prefill_experts is None:
-        fail(
-            f"prefill: {path} has no prefill routing; set prefill=false or use a trace captured with its prompts"
-        )
     prompt = sc.prompt_tokens
     if trace.prefill_offsets is not None:
         lens = trace.prefill_offsets[1:] - trace.prefill_offsets[:-1]

@@ -4,14 +4,19 @@ into plain dataclasses. Every error names the dotted key and the fix."""
 from __future__ import annotations
 
 import math
+import types
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 from moesim.data import DATA_DIR, DEFAULT_SCENARIO, shipped_scenario, shipped_scenario_names
 from moesim.errors import fail
+from moesim.experiments.overrides import apply_overrides, parse_override
+from moesim.yamlio import load_file
+
+if TYPE_CHECKING:
+    from moesim.policies.registries import Registries
 
 
 @dataclass
@@ -75,7 +80,7 @@ class MissConfig:
 class ArrivalsConfig:
     process: str = "static"  # static (batches of B, all present at 0) | poisson | times: continuous batching
     rate_per_s: float | None = None  # poisson: requests per second (seeded by ``seed``)
-    times_ms: list = field(default_factory=list)  # times: one arrival time per trace sequence
+    times_ms: list[float] = field(default_factory=list)  # times: one arrival time per trace sequence
 
 
 @dataclass
@@ -107,6 +112,15 @@ class Scenario:
                 return root / path
         return Path(self.base_dir) / path
 
+    def validate(self, registries: Registries | None = None) -> Scenario:
+        """Check every value against the scenario schema and the plug-ins' declared parameters
+        (``moesim.experiments.validate``); checks needing the loaded model, trace and profile run
+        in ``prepare``. Returns ``self``; one ``MoesimInputError`` line on the first problem."""
+        from moesim.experiments.validate import validate_scenario
+
+        validate_scenario(self, registries)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("base_dir")
@@ -130,38 +144,57 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in fields(cls) if not f.metadata.get("internal")]
 
 
-def _check_type(key: str, value: Any, annotation: str, origin: str) -> Any:
-    ann = annotation.replace(" ", "")
-    optional = "None" in ann
+def _kind(tp: Any) -> tuple[Any, bool]:
+    """The type behind ``X | None`` and whether None is allowed."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else Any), len(args) < len(get_args(tp))
+    return tp, False
+
+
+def _scalar_error(value: Any, tp: Any) -> str | None:
+    """What ``value`` should have been, or None when it is a ``tp`` (never coerced)."""
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return "an integer"
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "a number"
+        if isinstance(value, float) and math.isnan(value):
+            return "a number (not NaN)"
+    if tp is str and not isinstance(value, str):
+        return "a string"
+    if tp is bool and not isinstance(value, bool):
+        return "true or false"
+    if tp is dict and not isinstance(value, dict):
+        return "a mapping"
+    return None
+
+
+def check_type(key: str, value: Any, tp: Any, origin: str) -> Any:
+    """``value`` if it is of the declared type ``tp`` (ints count as floats); one line if not."""
+    tp, optional = _kind(tp)
     if value is None:
         if optional:
             return None
         fail(f"{origin}: {key} may not be empty")
-    base = ann.replace("|None", "")
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail(f"{origin}: {key} must be an integer, got {value!r}")
-    elif base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(f"{origin}: {key} must be a number, got {value!r}")
-        value = float(value)
-        if math.isnan(value):
-            fail(f"{origin}: {key} is NaN; give a number")
-    elif base == "str":
-        if not isinstance(value, str):
-            fail(f"{origin}: {key} must be a string, got {value!r}")
-    elif base == "bool":
-        if not isinstance(value, bool):
-            fail(f"{origin}: {key} must be true or false, got {value!r}")
-    elif base == "dict" and not isinstance(value, dict):
-        fail(f"{origin}: {key} must be a mapping, got {value!r}")
-    elif base == "list" and not isinstance(value, list):
-        fail(f"{origin}: {key} must be a list, got {value!r}")
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            fail(f"{origin}: {key} must be a list, got {value!r}")
+        (item,) = get_args(tp) or (Any,)
+        for i, v in enumerate(value):
+            check_type(f"{key}[{i}]", v, item, origin)
+        return value
+    want = _scalar_error(value, tp)
+    if want:
+        fail(f"{origin}: {key} must be {want}, got {value!r}")
     return value
 
 
-def _build(cls, raw: dict, prefix: str, origin: str):
+def _build(cls, raw: dict, prefix: str, origin: str, sources: Mapping[str, str] | None = None):
+    """``cls`` from ``raw``; ``sources`` names where an overridden key came from (``--set``)."""
+    sources = sources or {}
     names = _field_names(cls)
+    hints = get_type_hints(cls)
     kwargs = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
@@ -169,55 +202,25 @@ def _build(cls, raw: dict, prefix: str, origin: str):
             fail(
                 f"{origin}: unknown key {dotted!r}; valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(names)}"
             )
-        f = next(x for x in fields(cls) if x.name == key)
         if key in _SECTIONS and not prefix:
             if not isinstance(value, dict):
                 fail(
                     f"{origin}: {dotted} must be a mapping of its keys ({', '.join(_field_names(_SECTIONS[key]))})"
                 )
-            kwargs[key] = _build(_SECTIONS[key], value, f"{dotted}.", origin)
+            kwargs[key] = _build(_SECTIONS[key], value, f"{dotted}.", origin, sources)
         else:
-            kwargs[key] = _check_type(dotted, value, str(f.type), origin)
+            kwargs[key] = check_type(dotted, value, hints[key], sources.get(dotted, origin))
     return cls(**kwargs)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        fail(f"--set {text!r}: expected key=value, e.g. --set cache.capacity=128")
-    key, _, value = text.partition("=")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for text in overrides:
-        key, value = parse_override(text)
-        parts = key.split(".")
-        if len(parts) > 2 or not all(parts):
-            fail(f"--set {key}: keys are 'name' or 'section.name', e.g. cache.capacity")
-        if len(parts) == 1:
-            raw[key] = value
-        else:
-            section, name = parts
-            if section not in _SECTIONS:
-                fail(f"--set {key}: unknown section {section!r}; sections: {', '.join(_SECTIONS)}")
-            if name not in _field_names(_SECTIONS[section]):
-                fail(
-                    f"--set {key}: unknown key; valid keys under {section}: {', '.join(_field_names(_SECTIONS[section]))}"
-                )
-            raw.setdefault(section, {})
-            if not isinstance(raw[section], dict):
-                raw[section] = {}
-            raw[section][name] = value
-    return raw
-
-
-def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:
-    """Read a scenario YAML (None = the built-in default) and apply dotted overrides."""
+def load_scenario(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    validate: bool = True,
+) -> Scenario:
+    """Read a scenario YAML (None = the built-in default), apply ``--set`` texts ``overrides`` and then
+    the Python ``values`` by dotted key (later keys win), and validate the result."""
     src = Path(path) if path is not None else DEFAULT_SCENARIO
     if path is not None and not src.is_file():
         src = shipped_scenario(path) or src  # a shipped scenario by name, e.g. seed-claims/st-moe-accuracy
@@ -227,24 +230,25 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
             fail(
                 f"built-in default scenario {src} not found; reinstall moesim (pip install .)"
             )
+        if src.is_dir():
+            fail(f"{origin}: is a directory; give a path to a YAML scenario (see scenarios/)")
         fail(
             f"{origin}: scenario file not found; give a path to a YAML scenario or a shipped name ({', '.join(shipped_scenario_names())})"
         )
-    try:
-        raw = yaml.safe_load(src.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        fail(f"{origin}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})")
+    raw = load_file(src, "YAML scenario")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         fail(
             f"{origin}: a scenario is a mapping of keys (name, model, trace, hardware, predictor, cache, ...)"
         )
-    raw = apply_overrides(raw, overrides or [])
-    scenario = _build(Scenario, raw, "", origin)
+    pairs = [parse_override(text) for text in overrides or []]
+    raw = apply_overrides(raw, [*pairs, *(values or {}).items()])
+    sources = {k: "--set" for k, _ in pairs} | {k: "override" for k in values or {}}
+    scenario = _build(Scenario, raw, "", origin, sources)
     scenario.base_dir = str(src.resolve().parent)
     if scenario.name == "scenario":
         scenario.name = src.stem
+    if validate:
+        scenario.validate()
     return scenario

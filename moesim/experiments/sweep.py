@@ -38,7 +38,7 @@ from moesim.data import shipped_scenario
 from moesim.errors import MoesimInputError, fail
 from moesim.experiments.cache import RunCache
 from moesim.experiments.overrides import check_key
-from moesim.io import atomic_write_json
+from moesim.io import atomic_write_json, json_finite
 from moesim.metrics.table import (  # noqa: F401  (the table's helpers, re-exported for callers)
     PARAM_PREFIX,
     build_table,
@@ -47,6 +47,7 @@ from moesim.metrics.table import (  # noqa: F401  (the table's helpers, re-expor
     resolve_metric,
     write_table,
 )
+from moesim.yamlio import loads, scalar
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
     rest = rest.strip()
     if rest.startswith("["):
         try:
-            values = yaml.safe_load(rest)
+            values = loads(rest, f"--grid {key}")  # strict YAML, as for --set and scenario files
         except yaml.YAMLError as exc:
             fail(f"--grid {key}: {rest!r} is not a YAML list ({getattr(exc, 'problem', exc)})")
         if not isinstance(values, list):
@@ -71,10 +72,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
             fail(f"--grid {key}: empty value in {rest!r}; give V1,V2,... with no empty entries")
         values = []
         for p in parts:
-            try:
-                values.append(yaml.safe_load(p))
-            except yaml.YAMLError:
-                values.append(p)
+            values.append(scalar(p, f"--grid {key}"))
     if not values:
         fail(f"--grid {key}: give at least one value")
     return key, values
@@ -129,14 +127,14 @@ class SweepPlan:
             check_key(key)
         for text in base:
             check_key(text.partition("=")[0].strip(), "--set")
-        path = None
+        path: str | None = None
         if scenario is not None:
-            path = Path(scenario).expanduser()
-            if not path.is_file():
-                path = shipped_scenario(scenario) or path  # a shipped scenario by name
-            if not path.is_file():
+            src = Path(scenario).expanduser()
+            if not src.is_file():
+                src = shipped_scenario(scenario) or src  # a shipped scenario by name
+            if not src.is_file():
                 fail(f"{scenario}: scenario file not found; give a path to a YAML scenario (see scenarios/)")
-            path = str(path.resolve())
+            path = str(src.resolve())
         # JSON round trip: the plan is compared with sweep.json on resume and sent to workers.
         pts = json.loads(json.dumps([dict(p) for p in points]))
         return cls(path, list(base), list(keys), pts)
@@ -267,7 +265,8 @@ def load_records(out: Path, plan: SweepPlan) -> dict[int, dict[str, Any]]:
             i = int(rec["index"])
         except (ValueError, KeyError, TypeError, OSError):
             continue  # a foreign or damaged file is not a finished point
-        if 0 <= i < len(plan.points) and rec.get("overrides") == plan.points[i]:
+        # on disk non-finite values are the strings "inf"/"-inf"/"nan" (moesim.io.json_finite)
+        if 0 <= i < len(plan.points) and rec.get("overrides") == json_finite(plan.points[i]):
             found[i] = rec
     return found
 
@@ -385,9 +384,9 @@ def _prepare_dir(
                 f"{out}: already holds a sweep; add --resume to finish it, --force to start over, "
                 "or choose another --out"
             )
-        elif old is not None and {k: old.get(k) for k in manifest if k != "inputs"} != {
-            k: v for k, v in manifest.items() if k != "inputs"
-        }:
+        elif old is not None and {k: old.get(k) for k in manifest if k != "inputs"} != json_finite(
+            {k: v for k, v in manifest.items() if k != "inputs"}
+        ):
             fail(
                 f"{out}: holds a different sweep (scenario, --set or --grid differ); "
                 "use the same arguments to resume, --force to start over, or another --out"

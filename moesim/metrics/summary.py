@@ -1,4 +1,4 @@
-"""Turn the core's decision counters and an executor's RunStats into DESIGN.md's result schema.
+"""Turn the core's decision counters and an executor's RunStats into docs/design.md's result schema.
 
 The schema is typed here (``Summary`` and its sections, TypedDicts: ``summary.json`` is their JSON
 form, so readers index them by the same keys and a type checker sees a misspelt one). The policy

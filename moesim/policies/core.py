@@ -296,6 +296,7 @@ class PolicyCore:
             self.log.append(("M", s, key, action))
 
     def _drop_stale(self, s: int, keys: list[int]) -> None:
+        assert self._by_target is not None  # only called with cancel_stale
         for key in self._by_target.pop(s, ()):
             if key in self._prefetched and key not in keys:
                 self.pool.policy_for(key).evict(key)
@@ -310,6 +311,7 @@ class PolicyCore:
     def _from_dram(self, key: int, pos: int, prefetch: bool) -> bool:
         """Touch ``key`` in the host tier; True if it must first be read from SSD into DRAM."""
         dram = self.dram
+        assert dram is not None  # only called with a host tier
         if key in dram:
             dram.hit(key, pos)
             self.dram_hits += 1

@@ -73,7 +73,7 @@ class ExpertPool:
             self.contains = self._pools[0].fast_contains()
             self.hit = self._pools[0].on_hit
             self.hit_key = self._pools[0].fast_hit()
-            self.insert = self._inserters[0]
+            self.insert = self._inserters[0]  # type: ignore[assignment]
         self.preloaded: list[int] = []
         for pol in self._pools:
             for key in pol.preload():

@@ -344,7 +344,7 @@ def _overlap(seqs: Sequence[np.ndarray], L: int, E: int, lags: Sequence[int]) ->
     return tot / np.maximum(n, 1)[None, :]
 
 
-def _freq(seqs: Sequence[np.ndarray], doms: Sequence[int], D: int, L: int, E: int) -> np.ndarray:
+def _freq(seqs: Sequence[np.ndarray], doms: Sequence[int] | np.ndarray, D: int, L: int, E: int) -> np.ndarray:
     out = np.zeros((D, L, E))
     ntok = np.zeros(D)
     offs = (np.arange(L) * E)[None, :, None]
@@ -622,7 +622,7 @@ def _fit_temperature(p: FittedParams, doms: list[int], lens: list[int], seed: in
 
     def mean_sum(temp: float) -> float:
         return float(
-            np.mean(np.concatenate([_weights(s, t, temp).sum(-1).ravel() for s, t in zip(scores, tops)]))
+            np.mean(np.concatenate([_weights(s, t, temp).sum(-1).ravel() for s, t in zip(scores, tops)]))  # type: ignore[arg-type]
         )
 
     lo, hi = math.log(0.05), math.log(50.0)

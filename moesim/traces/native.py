@@ -322,5 +322,5 @@ def trace_digest(trace_or_path: Trace | str | os.PathLike) -> str:
             h.update(_cast_chunk(name, np.asarray(arr), dtypes[name]).tobytes())
             continue
         for sl in _row_chunks(arr):
-            h.update(memoryview(_cast_chunk(name, np.asarray(arr[sl]), dtypes[name])).cast("B"))
+            h.update(memoryview(_cast_chunk(name, np.asarray(arr[sl]), dtypes[name])).cast("B"))  # type: ignore[arg-type]
     return "sha256:" + h.hexdigest()

@@ -3,7 +3,7 @@
 A *group* is the B sequences decoded together (static batching, in trace order; the batch shrinks
 as shorter sequences finish). A *layer-step* is one MoE layer of one decode step of a group; its
 accesses are the union of the active sequences' experts in (rank, sequence index) order, with the
-number of tokens routed to each (DESIGN.md, reference cache semantics). Keys are ``layer * E + id``.
+number of tokens routed to each (docs/design.md, reference cache semantics). Keys are ``layer * E + id``.
 Groups are built one at a time so a long trace never needs all its steps in memory.
 """
 
@@ -45,6 +45,7 @@ def prefill_steps(trace: Trace, seqs: tuple[int, ...]) -> tuple[list[list[int]],
     """One layer-step per layer for the prompt pass: the union of every prompt token's experts in
     order of first use (token, then rank), with the number of prompt tokens routed to each."""
     L, E = trace.meta.num_layers, trace.meta.num_experts
+    assert trace.prefill_experts is not None and trace.prefill_offsets is not None  # callers check prefill
     blocks = [
         np.asarray(
             trace.prefill_experts[trace.prefill_offsets[q] : trace.prefill_offsets[q + 1]], dtype=np.int64

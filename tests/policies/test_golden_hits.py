@@ -1,4 +1,4 @@
-"""Golden hit counts: demand-only LRU and Belady against a reference written here from DESIGN.md's
+"""Golden hit counts: demand-only LRU and Belady against a reference written here from docs/design.md's
 reference cache semantics, sharing no code with moesim."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from moesim.policies.registries import CACHES
 class Belady(CachePolicy):
     """Belady's OPT: evict the resident whose next demand access is farthest (never = infinite).
 
-    Ties go to the lowest key, i.e. lowest (layer, expert id), as DESIGN.md's reference fixes.
+    Ties go to the lowest key, i.e. lowest (layer, expert id), as docs/design.md's reference fixes.
     An offline bound: it reads the trace's future through ``CacheContext.next_use``.
     """
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from moesim.errors import fail
 from moesim.policies.caches.base import CacheContext, CachePolicy
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.registries import CACHES
 
 
@@ -28,7 +29,7 @@ class PinHot(CachePolicy):
 
     name = "pin-hot"
     needs_counts = True
-    params = {"pin_fraction": 0.5}
+    params = ParamSchema(pin_fraction=Param(0.5, "float", 0.0, 1.0))
 
     def __init__(self, capacity: int, ctx: CacheContext):
         super().__init__(capacity, ctx)

@@ -5,6 +5,7 @@ from collections.abc import Container
 
 from moesim.errors import fail
 from moesim.policies.caches.base import CacheContext, CachePolicy
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.registries import CACHES
 
 
@@ -25,7 +26,11 @@ class ProphetTiered(CachePolicy):
     """
 
     name = "prophet-tiered"
-    params = {"confidence": 0.5, "l1_fraction": 0.5, "promote_on_hit": True}
+    params = ParamSchema(
+        confidence=Param(0.5, "float"),
+        l1_fraction=Param(0.5, "float", 0.0, 1.0),
+        promote_on_hit=Param(True, "bool"),
+    )
 
     def __init__(self, capacity: int, ctx: CacheContext):
         super().__init__(capacity, ctx)

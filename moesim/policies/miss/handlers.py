@@ -34,6 +34,7 @@ class CostBased(MissHandler):
 
     def decide(self, key: int, tokens: int) -> int:
         c = self.costs
+        assert c is not None  # needs_cpu: the pipeline always passes costs
         return CPU if c.cpu_total(tokens) < c.h2d_ms else FETCH
 
 

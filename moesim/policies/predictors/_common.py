@@ -13,22 +13,25 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
 
 from moesim.errors import MoesimInputError, fail
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors.base import Prediction, Predictor, PredictorSetup
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
 # Keys every planned predictor accepts in ``predictor.params`` (beside its own).
-COMMON_PARAMS: dict[str, object] = {
-    "horizon_per_layer": None,  # list of L horizons, or {target_layer: horizon}; default predictor.horizon
-    "latency_ms": 0.0,  # number | {batch: ms} | path to a YAML {batch: ms} table | "measured"
-    "runs_on": None,  # "cpu" (delays only its prefetches) or "gpu" (also the compute stream); default: the class's
-}
+COMMON_PARAMS = ParamSchema(
+    # list of L horizons, or {target_layer: horizon}; default predictor.horizon (checked against L)
+    horizon_per_layer=Param(None),
+    latency_ms=Param(0.0),  # number | {batch: ms} | path to a YAML {batch: ms} table | "measured"
+    # "cpu" (delays only its prefetches) or "gpu" (also the compute stream); default: the class's
+    runs_on=Param(None, "str", choices=("cpu", "gpu")),
+)
 
 
 def runs_on(setup: PredictorSetup, cls: type[Predictor]) -> str:
@@ -273,7 +276,7 @@ class PlannedPredictor(Predictor):
     (calling super). ``max_horizon`` is the furthest target any firing asks for.
     """
 
-    params: dict[str, object] = dict(COMMON_PARAMS)
+    params: ClassVar[dict[str, object]] = COMMON_PARAMS
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)
@@ -281,7 +284,7 @@ class PlannedPredictor(Predictor):
         self.plan = HorizonPlan(layer_horizons(setup, self.name))
         self.max_horizon = self.plan.max_h
         self._latency = LatencyModel(self.name, setup.params.get("latency_ms", 0.0), self._measure_latency)
-        self.runs_on = runs_on(setup, type(self))  # an instance override of the class default
+        self.runs_on = runs_on(setup, type(self))  # type: ignore[misc]  # an instance override of the class default
         self._n = 0
         self.seen: list[list[int]] = []  # observed keys per layer-step of the current group
 
@@ -298,7 +301,7 @@ class PlannedPredictor(Predictor):
         self.group = group
         self._n = len(group.steps)
         self.seen = []
-        out = []
+        out: list[Prediction] = []
         for t in self.plan.start_targets(self._n):
             sc = self.scores(-1, t)
             if sc is not None:
@@ -310,7 +313,7 @@ class PlannedPredictor(Predictor):
         self.seen.append(keys)
 
     def predict(self, s: int) -> list[Prediction]:
-        out = []
+        out: list[Prediction] = []
         for t in self.plan.targets(s, self._n):
             sc = self.scores(s, t)
             if sc is not None:
@@ -364,7 +367,7 @@ def trace_fingerprint(trace: Trace) -> str:
             continue
         a = np.ascontiguousarray(arr)
         h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+        h.update(a.view(np.uint8).reshape(-1) if a.size else b"")  # type: ignore[arg-type]
     return h.hexdigest()
 
 

@@ -1,6 +1,6 @@
 """The predictor interface.
 
-A predictor declares what it observes and when it fires (DESIGN.md, "Predictors"). The policy core
+A predictor declares what it observes and when it fires (docs/design.md, "Predictors"). The policy core
 calls, in logical order and never with a clock:
 
 - ``start(group)`` at request start; may return predictions for the first layer-steps;
@@ -54,6 +54,8 @@ class Predictor:
     # the run is its own on-demand baseline (checked by the contract tests).
     predicts: ClassVar[bool] = True
     params: ClassVar[dict[str, object]] = {}  # accepted ``predictor.params`` keys and defaults
+    # (a ``moesim.policies.params.ParamSchema`` also declares their types and ranges)
+    max_horizon_tokens: ClassVar[int | None] = None  # looks back this many tokens: horizon <= this x L
     # Where the predictor's own computation runs: "cpu" (beside the GPU stream: it only delays its
     # prefetches) or "gpu" (on the compute stream: it also delays the layer).
     runs_on: ClassVar[str] = "cpu"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -74,7 +75,7 @@ class FineMoE(PlannedPredictor):
     observes = frozenset(
         {"routing and router weights of the current token's observed layers", "training trace (expert maps)"}
     )
-    params = {**COMMON_PARAMS, "store": 4096, "neighbours": 8}
+    params = COMMON_PARAMS | ParamSchema(store=Param(4096, "int", 1), neighbours=Param(8, "int", 1))
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)

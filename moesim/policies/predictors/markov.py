@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -47,7 +48,7 @@ class Markov(PlannedPredictor):
 
     name = "markov"
     observes = frozenset({"routing of the current layer-step", "training trace"})
-    params = {**COMMON_PARAMS, "prior": 0.01}
+    params = COMMON_PARAMS | ParamSchema(prior=Param(0.01, "float", 0.0))
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -43,7 +44,7 @@ def request_eams(trace: Trace) -> np.ndarray:
 class MoEInfinity(PlannedPredictor):
     name = "moe-infinity"
     observes = frozenset({"routing of the current request so far", "training trace (request EAMs)"})
-    params = {**COMMON_PARAMS, "neighbours": 1}
+    params = COMMON_PARAMS | ParamSchema(neighbours=Param(1, "int", 1))
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)

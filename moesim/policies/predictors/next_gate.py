@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -75,7 +76,9 @@ def fit_gates(trace: Trace, ridge: float) -> np.ndarray:
 class NextGate(PlannedPredictor):
     name = NAME
     observes = frozenset({"router input (else pre-attention hidden state) of the current layer"})
-    params = {**COMMON_PARAMS, "gates": None, "model": None, "ridge": 1e-3}
+    params = COMMON_PARAMS | ParamSchema(
+        gates=Param(None, "str"), model=Param(None, "str"), ridge=Param(1e-3, "float", 0.0)
+    )
     trainable = True
 
     def __init__(self, setup: PredictorSetup):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import COMMON_PARAMS, PlannedPredictor, as_float
 from moesim.policies.predictors.base import PredictorSetup
 from moesim.policies.registries import PREDICTORS
@@ -23,7 +24,7 @@ class NoisyOracle(PlannedPredictor):
     name = "noisy-oracle"
     observes = frozenset({"future routing"})
     lookahead = True
-    params = {**COMMON_PARAMS, "accuracy": 0.8}
+    params = COMMON_PARAMS | ParamSchema(accuracy=Param(0.8, "float", 0.0, 1.0))
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     LatencyModel,
@@ -222,7 +223,15 @@ class PreAttention(Predictor):
     name = NAME
     fires = PRE_ATTENTION
     observes = frozenset({"pre-attention hidden state of the current layer"})
-    params = {**COMMON_PARAMS, "model": None, "mode": "ranked", "m": 4, **FIT_PARAMS}
+    params = (
+        COMMON_PARAMS
+        | ParamSchema(
+            model=Param(None, "str"),
+            mode=Param("ranked", "str", choices=("ranked", "topk", "overprovision", "top1")),
+            m=Param(4, "int", 0),
+        )
+        | FIT_PARAMS
+    )
     trainable = True
 
     def __init__(self, setup: PredictorSetup):
@@ -253,7 +262,7 @@ class PreAttention(Predictor):
                 f"{trace_label(setup.trace)} has L={self.L}, E={self.E}, hidden {self.hs.shape[2]}"
             )
         self._latency = LatencyModel(NAME, setup.params.get("latency_ms", 0.0), self._measure)
-        self.runs_on = runs_on(setup, type(self))
+        self.runs_on = runs_on(setup, type(self))  # type: ignore[misc]  # instance override of the class default
 
     @classmethod
     def fit_model(cls, trace: Trace, params: dict[str, Any], seed: int) -> PreAttentionModel:

@@ -14,6 +14,7 @@ class PreviousToken(Predictor):
     """
 
     name = "prev-token"
+    max_horizon_tokens = 1
 
     def start(self, group: Group) -> list[Prediction]:
         self._seen: list[list[int]] = []

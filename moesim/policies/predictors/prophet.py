@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -156,7 +157,7 @@ def _build_net(cfg: dict[str, Any]):
 
 def _check_params(p: dict[str, Any], L: int) -> dict[str, Any]:
     n = NAME
-    out = {
+    out: dict[str, Any] = {
         "context": as_int(n, "context", p["context"], 1, 64),
         "heads": as_int(n, "heads", p["heads"], 1, L),
         "d_model": as_int(n, "d_model", p["d_model"], 8),
@@ -299,7 +300,7 @@ class Prophet(PlannedPredictor):
 
     name = NAME
     observes = frozenset({"routing of the last c layer-steps", "previous token's routing", "training trace"})
-    params = {**COMMON_PARAMS, "model": None, **ARCH_PARAMS, **TRAIN_PARAMS}
+    params = COMMON_PARAMS | ParamSchema(model=Param(None, "str")) | ARCH_PARAMS | TRAIN_PARAMS
     trainable = True
 
     def __init__(self, setup: PredictorSetup):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors._common import (
     COMMON_PARAMS,
     PlannedPredictor,
@@ -35,7 +36,11 @@ class STMoE(PlannedPredictor):
 
     name = "st-moe"
     observes = frozenset({"routing of the current layer-step", "previous token's routing", "training trace"})
-    params = {**COMMON_PARAMS, "spatial_weight": 0.5, "warm_start": True, "online": True}
+    params = COMMON_PARAMS | ParamSchema(
+        spatial_weight=Param(0.5, "float", 0.0, 1.0),
+        warm_start=Param(True, "bool"),
+        online=Param(True, "bool"),
+    )
 
     def __init__(self, setup: PredictorSetup):
         super().__init__(setup)

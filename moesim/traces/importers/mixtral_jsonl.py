@@ -92,10 +92,10 @@ def _parse(path: Path) -> list[_Seq]:
 
 
 def _arrays(seq: _Seq, k: int, E: int) -> tuple[np.ndarray, np.ndarray]:
-    for i, (ex, pr) in enumerate(zip(seq.experts, seq.probs)):
-        if len(ex) != k or len(pr) != k:
+    for i, (row_ex, row_pr) in enumerate(zip(seq.experts, seq.probs)):
+        if len(row_ex) != k or len(row_pr) != k:
             fail(
-                f"{seq.path} line {seq.lines[i]}: {len(ex)} experts / {len(pr)} gating_probs, expected top_k={k} "
+                f"{seq.path} line {seq.lines[i]}: {len(row_ex)} experts / {len(row_pr)} gating_probs, expected top_k={k} "
                 "as in the first record"
             )
     ex = np.asarray(seq.experts, dtype=np.int64).reshape(-1, k)

@@ -73,7 +73,8 @@ def _read(path: Path) -> _Request:
     routes = sorted(doc["routes"], key=lambda r: r.get("token_pos", -1) if isinstance(r, dict) else -1)
     ex = np.empty((len(routes), L, k), dtype=np.int64)
     w = np.empty((len(routes), L, k), dtype=np.float64)
-    phases, tok = [], []
+    phases: list[str] = []
+    tok: list[int] = []
     for i, r in enumerate(routes):
         if not isinstance(r, dict) or r.get("token_pos") != i:
             fail(

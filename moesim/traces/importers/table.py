@@ -354,12 +354,13 @@ def import_table(
     N = int(offsets[-1])
     experts = np.empty((N * L, k), dtype=np.int64)
     experts[cell] = ex_i[decode_idx]
-    weights = None
+    weights: np.ndarray | None = None
     if w is not None:
         weights = np.empty((N * L, k), dtype=np.float32)
         weights[cell] = w[decode_idx]
         weights = weights.reshape(N, L, k)
-    pre = pre_off = None
+    pre: np.ndarray | None = None
+    pre_off = None
     if len(prefill_idx):
         pre_off, pcell, _ = _grid(
             rows, prefill_idx, seq, tok, lay, num_seq, L, seq_names, layer_values, "prefill"
