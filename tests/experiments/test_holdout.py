@@ -227,9 +227,8 @@ def test_plans_that_cannot_fit_by_construction(sets, expect):
 
 def test_live_runs_carry_the_same_notes():
     pytest.importorskip("torch")
-    from moesim.engine.live.harness import run_live
-
     from moesim.engine.live_executor import LiveOptions
+    from moesim.experiments.live import run_live
     from tests.helpers import random_trace
     from tests.live.conftest import E as LE
     from tests.live.conftest import K as LK
