@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
 from moesim.experiments.run import Prepared, build_core, prepare, provenance, run_prepared
 from moesim.experiments.scenario import load_scenario, parse_override
+from moesim.hardware.costs import CostModel
 from moesim.io import atomic_dir, dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.summary import build_extras, build_summary, build_tables

@@ -19,11 +19,11 @@ import numpy as np
 
 from moesim import __version__
 from moesim.engine.batching import ContinuousBatcher, poisson_arrivals
-from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.errors import fail
 from moesim.experiments.scenario import Scenario
+from moesim.hardware.costs import CostModel
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.summary import build_extras, build_summary, build_tables
