@@ -8,7 +8,7 @@ the one decision point, instead of once per kernel or transfer.
 
 The executor is the ``StepPhases`` of ``moesim.engine.protocol.layer_steps`` (docs/engine.md):
 ``gated`` (hit / late classification and demand copies at ``t_gate``), ``compute`` (planned copies,
-then expert compute) and ``_close_step`` (after the step's time has passed: the token's row).
+then expert compute) and ``_close_token`` (after a token's last step has passed: its row).
 """
 
 from __future__ import annotations
@@ -160,13 +160,15 @@ class SimExecutor(StepPhases):
     # -- one group: the protocol's phases on the virtual clock ----------------------------------
     def _group(self, env: simpy.Environment, core: PolicyCore, group: Group, stats: RunStats):
         self._start_group(env, core, group, stats)
+        last = core.L - 1
         for s in layer_steps(core, group, self):
             if s == WAIT:  # an empty batch waits for the next arrival
                 yield env.timeout(self._wait_ms)
                 self._tok_start = env.now
                 continue
             yield env.timeout(self._cur - self._t0)
-            self._close_step(s)
+            if self._layer == last:
+                self._close_token(s)
 
     def _start_group(self, env: simpy.Environment, core: PolicyCore, group: Group, stats: RunStats) -> None:
         costs = self.costs
@@ -176,6 +178,8 @@ class SimExecutor(StepPhases):
         predictor = core.predictor
         self._timed_pred = type(predictor).latency_ms is not Predictor.latency_ms  # skip the call when free
         self._pred_on_gpu = predictor.runs_on == "gpu"
+        # a GPU predictor firing after the gate runs on the compute stream before the experts
+        self._pred_delays_experts = self._pred_on_gpu and not core.pre_attention_fires
         # batch 1, fetch-only, no timeline: the short path (ready times only; see _gate_fast)
         self._fast = group.counts is None and core.simple and self._slices is None
         self._former = self.batcher if group.dynamic else None
@@ -206,30 +210,32 @@ class SimExecutor(StepPhases):
         L = self._L
         self._layer = layer = s % L
         self._t0 = t0 = self._env.now
-        if self._blocks is not None:
-            batch, context, t = self._blocks[s // L]
-        else:
-            t, batch, context = step_shape(self._grp, s, L, self.prompt_tokens)
-        self._t, self._batch = t, batch
-        if layer == 0:  # batch and context hold for a whole token (or prompt pass)
-            costs = self.costs
-            self._c_norm = costs.pre_attention_ms(batch)
-            self._c_attn, self._c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
-            self._c_shared = costs.shared_ms(batch)
-            self._pred_ms = self._core.predictor.latency_ms(batch, context) if self._timed_pred else 0.0
+        if layer == 0:  # shape and costs hold for a whole token (or prompt pass)
+            self._token_costs(s)
         self._t_norm = t0 + self._c_norm
+
+    def _token_costs(self, s: int) -> None:
+        if self._blocks is not None:
+            batch, context, t = self._blocks[s // self._L]
+        else:
+            t, batch, context = step_shape(self._grp, s, self._L, self.prompt_tokens)
+        self._t, self._batch = t, batch
+        costs = self.costs
+        self._c_norm = costs.pre_attention_ms(batch)
+        self._c_attn, self._c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
+        self._c_shared = costs.shared_ms(batch)
+        self._pred_ms = self._core.predictor.latency_ms(batch, context) if self._timed_pred else 0.0
 
     def prefetch_early(self, s: int) -> None:
         self._issue_prefetches(self._core, self._t_norm + self._pred_ms, self._stats)
         if self._pred_on_gpu:
             self._t_norm += self._pred_ms
 
-    def attend(self, s: int) -> None:
-        self._t_gate = self._t_norm + self._c_attn + self._c_gate
-
     def gated(self, s: int) -> None:
-        """The gate's decisions at ``t_gate``: evictions, hit/late classification, demand copies."""
-        core, stats, t_gate = self._core, self._stats, self._t_gate
+        """The gate's decisions at ``t_gate`` (after attention and the router; the simulator needs no
+        ``attend`` phase): evictions, hit/late classification, demand copies."""
+        self._t_gate = t_gate = self._t_norm + self._c_attn + self._c_gate
+        core, stats = self._core, self._stats
         out = core.out
         if out.evicted_prefetch:
             self._evict(core, t_gate, stats)
@@ -250,7 +256,7 @@ class SimExecutor(StepPhases):
         ``_gate_general`` by the timeline-on equals timeline-off test. Returns the late hits."""
         engine, inflight = self._engine, self._inflight
         hit_keys, hit_pf = out.hit_keys, out.hit_was_prefetch
-        slack_append = stats.slack_samples.append
+        lead_append, slack_append = stats.lead_samples.append, stats.slack_samples.append
         late = n_done = 0
         waits: list[float] = []
         if engine.idle(t_gate):  # every copy so far has arrived: no hit can be late
@@ -259,7 +265,7 @@ class SimExecutor(StepPhases):
                 for key, pf in zip(hit_keys, hit_pf):
                     if pf:
                         tr = inflight[key]
-                        prefetched_hit(stats, t_gate, tr.issue, False)
+                        lead_append(t_gate - tr.issue)
                         slack_append(t_gate - tr.end)
         else:
             for key, pf in zip(hit_keys, hit_pf):
@@ -273,9 +279,11 @@ class SimExecutor(StepPhases):
                 elif tr.end > t_gate:
                     late += 1
                 end = tr.end
-                if pf:
-                    prefetched_hit(stats, t_gate, tr.issue, end > t_gate)
+                if pf:  # prefetched_hit, inlined on this hot path
+                    lead_append(t_gate - tr.issue)
                     slack_append(t_gate - end)
+                    if end > t_gate:
+                        stats.prefetch_late += 1
                 if end > t_gate:
                     waits.append(end)
                 else:
@@ -331,7 +339,7 @@ class SimExecutor(StepPhases):
         out = core.out
         if out.loads or out.evicted_prefetch:
             self._issue_prefetches(core, t_gate + self._pred_ms, stats)
-        t_experts = t_gate + self._pred_ms if self._pred_on_gpu and not core.pre_attention_fires else t_gate
+        t_experts = t_gate + self._pred_ms if self._pred_delays_experts else t_gate
         cur = t_experts + self._c_shared
         compute = cur - self._t0
         if self._fast:
@@ -350,8 +358,9 @@ class SimExecutor(StepPhases):
         late, layer = self._late, self._layer
         stats.layer_stall_ms[layer] += stall
         stats.layer_late[layer] += late
-        self._tally.add_step(len(self._grp.steps[s]), len(out.hit_keys), late, stall)
-        self._tally.compute += compute
+        tally = self._tally
+        tally.add_step(len(self._grp.steps[s]), len(out.hit_keys), late, stall)
+        tally.compute += compute
 
     def _compute_fast(self, cur: float, compute: float) -> tuple[float, float, float]:
         """``_gate_fast``'s compute: the experts ready by the gate back to back, then the waits."""
@@ -395,10 +404,8 @@ class SimExecutor(StepPhases):
             compute += ffn
         return cur, stall, compute
 
-    def _close_step(self, s: int) -> None:
-        """After the step's time has passed: at a token's (or prompt pass's) last layer, its row."""
-        if self._layer != self._L - 1:
-            return
+    def _close_token(self, s: int) -> None:
+        """After the last layer-step of a token (or prompt pass) has passed: its row."""
         now, core, stats = self._env.now, self._core, self._stats
         if self._former is not None:
             self._former.block_done((s + 1) // self._L - 1, now)
