@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.experiments.run import Prepared, build_core
@@ -26,6 +25,7 @@ from moesim.experiments.scenario import (
     TiersConfig,
 )
 from moesim.hardware import load_profile
+from moesim.hardware.costs import CostModel
 from moesim.models import get_model
 from moesim.traces.importers import import_trace
 

@@ -1,9 +1,9 @@
 """LiveExecutor: the policy core driven by real PyTorch kernels and real expert copies.
 
-It calls the ``PolicyCore`` in exactly ``SimExecutor``'s order, so both make the same decisions;
-only the clock differs. Per group: ``start_group`` -> evictions, then prefetch loads. Per layer-step:
-pre-attention norm [-> ``pre_attention`` -> evictions, loads] -> attention over the KV cache -> gate
--> ``gate``: evictions (a not-started prefetch copy is cancelled, a started or finished one wasted);
+It drives the ``PolicyCore`` through ``moesim.engine.protocol.layer_steps``, as ``SimExecutor`` does,
+so both make the same decisions; only the clock differs. Per group: ``start_group`` -> evictions,
+then prefetch loads. Per layer-step: pre-attention norm [-> ``pre_attention`` -> evictions, loads]
+-> attention over the KV cache -> gate -> ``gate``: evictions (a not-started prefetch copy is cancelled, a started or finished one wasted);
 present experts are hits if their copy had arrived when the gate decided, else late (a queued copy
 is promoted ahead of queued prefetches); misses get demand copies (ahead of queued prefetches; a
 started copy is never preempted); misses the miss handler sends to the CPU start there ->
@@ -47,10 +47,13 @@ from moesim.engine.live.device import (
 )
 from moesim.engine.live.experts import ExpertStore
 from moesim.engine.live.kernels import ModelKernels, expert_numel, swiglu
+from moesim.engine.protocol import StepPhases, layer_steps
+from moesim.engine.steps import TokenTally, append_token_row, prefetched_hit, step_shape
 from moesim.errors import fail
 from moesim.metrics.stats import RunStats
 from moesim.models.spec import ModelSpec
 from moesim.policies.core import PolicyCore
+from moesim.policies.outputs import StepOutputs
 from moesim.traces.replay import Group
 
 
@@ -147,14 +150,9 @@ class _Token:
     step: int
     batch: int
     start: Any
+    tally: TokenTally  # stall: CPU measured directly; CUDA filled in after the run
     end: Any = None
-    hits: int = 0
-    late: int = 0
-    misses: int = 0
-    bytes_h2d: int = 0
-    evictions: int = 0
-    refetches: int = 0
-    stall: float = 0.0  # CPU: measured directly; CUDA: filled in after the run
+    churn: tuple[int, int, int] = (0, 0, 0)  # bytes copied, evictions, refetches
 
 
 @dataclass
@@ -167,7 +165,7 @@ class _Pending:
     slack: list = field(default_factory=list)  # (t_gate, transfer)
 
 
-class LiveExecutor:
+class LiveExecutor(StepPhases):
     name = "live"
 
     def __init__(
@@ -317,11 +315,12 @@ class LiveExecutor:
                 torch.cuda.synchronize(self.dev.torch_device)
 
     def _evict(self, core: PolicyCore, stats: RunStats) -> None:
-        if not core.evicted:
+        out = core.out
+        if not out.evicted:
             return
         inflight, worker, free, E = self._inflight, self._worker, self._free, core.E
-        unused = core.evicted_prefetch
-        for key in core.evicted:
+        unused = out.evicted_prefetch
+        for key in out.evicted:
             free.append(self._slot_of.pop(key))  # a copy into it queues behind any still writing it
             tr = inflight.pop(key, None)
             if tr is not None and key in unused:
@@ -347,12 +346,12 @@ class LiveExecutor:
 
     def _issue_prefetches(self, core: PolicyCore, stats: RunStats) -> None:
         self._evict(core, stats)
-        loads = core.loads
+        loads = core.out.loads
         if not loads:
             return
         now = self._clock()
         nbytes, E = self.store.nbytes, core.E
-        ssd = core.load_from_ssd if core.dram is not None else None
+        ssd = core.out.load_from_ssd if core.dram is not None else None
         lb = stats.layer_bytes_prefetch
         for i, key in enumerate(loads):
             self._submit(key, False, now, bool(ssd and ssd[i]), True)
@@ -371,197 +370,230 @@ class LiveExecutor:
         K = self.kernels
         return swiglu(self.store.host[key], x, K.H, K.I)
 
-    # -- one group ---------------------------------------------------------------------------
+    # -- one group: the protocol's phases on real kernels ---------------------------------------
     def _group(self, core: PolicyCore, group: Group, stats: RunStats):
-        K, store, worker, clock, marks = self.kernels, self.store, self._worker, self._clock, self._marks
-        inflight, slot_of = self._inflight, self._slot_of
-        cuda = self.dev.is_cuda
-        stream = self._stream
-        L = core.L
-        nbytes = store.nbytes
-        counts_all = group.counts
-        layer_late, layer_bdem = stats.layer_late, stats.layer_bytes_demand
-        pre_fires = core.pre_attention_fires
-        simple = core._simple
-        hit_keys, hit_pf, miss_keys = core.hit_keys, core.hit_was_prefetch, core.miss_keys
-        lead = stats.lead_samples
-        pending = self._pending
-        record = self.options.record_steps
-        tokens = self._tokens
-        ps = group.prefill_steps
-
+        self._core, self._grp, self._stats = core, group, stats
         # what the group's first predictions copy and evict counts to its first step
-        tok_bytes0 = self._h2d_bytes
-        tok_ev0, tok_rf0 = core.evictions, core.refetches
-        core.start_group(group)
-        if core.flushed:
-            self._finish(core, stats, core.flushed)
+        self._first_tally = TokenTally.start(self._h2d_bytes, core)
+        for s in layer_steps(core, group, self):
+            self._close_step(s)
+        return self._last_mark
+
+    def group_started(self, group: Group) -> None:
+        core, stats = self._core, self._stats
+        if core.out.flushed:
+            self._finish(core, stats, core.out.flushed)
         self._sync_pool(core)
         self._issue_prefetches(core, stats)
+        ps = group.prefill_steps
         first_batch = group.prompt_tokens if ps else (group.active[0] if group.active else 0)
-        tok = _Token(group.index, -1 if ps else 0, first_batch, marks.mark())
-        h = None
-        last_mark = tok.start
-        prev_end = 0.0
-        for s in range(len(group.steps)):
-            layer = s % L
-            if s < ps:  # the prompt pass: every prompt token at once
-                t = -1
-                batch = group.prompt_tokens
-                context = max(1, batch // 2)
+        self._tok = _Token(group.index, -1 if ps else 0, first_batch, self._marks.mark(), self._first_tally)
+        self._h = None
+        self._last_mark = self._tok.start
+        self._prev_end = 0.0
+
+    def begin_step(self, s: int) -> None:
+        group, L = self._grp, self._core.L
+        self._layer = layer = s % L
+        t, batch, context = step_shape(group, s, L, self.prompt_tokens)
+        self._t, self._batch, self._context = t, batch, context
+        if self.options.record_steps:
+            self._t0 = self._clock()
+            self._idle0 = self._worker.idle
+        K = self.kernels
+        if layer == 0:
+            self._h = K.prompt_hidden(batch) if s < group.prefill_steps else K.hidden(t, batch)
+        self._x = K.norm(layer, self._h)
+
+    def prefetch_early(self, s: int) -> None:
+        self._issue_prefetches(self._core, self._stats)
+
+    def attend(self, s: int) -> None:
+        K, layer = self.kernels, self._layer
+        prefill = s < self._grp.prefill_steps
+        h = self._h + (
+            K.prefill_attention(layer, self._x) if prefill else K.attention(layer, self._x, self._context)
+        )
+        self._h = h
+        self._xg = K.gate(layer, h)
+        if self.dev.is_cuda:  # the host needs the routing before it may fetch: wait for the gate
+            ge = torch.cuda.Event()
+            ge.record(self._stream)
+            ge.synchronize()
+        self._t_gate = self._clock()
+
+    def gated(self, s: int) -> None:
+        """The gate's decisions: evictions, hit/late classification, demand copies, CPU experts."""
+        core, stats, t_gate = self._core, self._stats, self._t_gate
+        out = core.out
+        self._evict(core, stats)
+        self._late = self._classify_hits(out, t_gate, stats)
+        miss_ssd = out.miss_from_ssd if core.dram is not None else None
+        pool, waiting = core.pool, self._waiting
+        for i, key in enumerate(out.miss_keys):
+            waiting.append(self._submit(key, True, t_gate, bool(miss_ssd and miss_ssd[i]), key in pool))
+        self._n_miss = n_miss = len(out.miss_keys)
+        demand = n_miss * self.store.nbytes
+        stats.layer_bytes_demand[self._layer] += demand
+        self._h2d_bytes += demand
+        counts_all = self._grp.counts
+        self._cnt = dict(zip(self._grp.steps[s], counts_all[s])) if counts_all is not None else None
+        self._cpu_jobs: list[tuple[int, Future]] = []
+        if not core.simple:
+            self._cpu_and_substitutes(out)
+
+    def _classify_hits(self, out: StepOutputs, t_gate: float, stats: RunStats) -> int:
+        """Hits whose copy has arrived compute at once (``_arrived``); the others are late: their
+        copy is promoted and they wait for it (``_waiting``). Returns the late hits."""
+        inflight, slot_of, worker = self._inflight, self._slot_of, self._worker
+        cuda = self.dev.is_cuda
+        slack = self._pending.slack
+        hit_pf = out.hit_was_prefetch
+        late = 0
+        self._arrived = arrived = []  # (slot, key) ready now
+        self._waiting = waiting = []
+        for i, key in enumerate(out.hit_keys):
+            tr = inflight.get(key)
+            if tr is None:  # preloaded with the model: resident from the start
+                arrived.append((slot_of[key], key))
+                continue
+            done = tr.state == DONE or (cuda and tr.issued and tr.end_evt.query())
+            if done:
+                arrived.append((tr.slot, key))
             else:
-                t = (s - ps) // L
-                batch = group.active[t]
-                context = self.prompt_tokens + t
-            if record:
-                t0 = clock()
-                idle0 = worker.idle
-            if layer == 0:
-                h = K.prompt_hidden(batch) if s < ps else K.hidden(t, batch)
-            x = K.norm(layer, h)
-            if pre_fires:
-                core.pre_attention(s)
-                self._issue_prefetches(core, stats)
-            h = h + (K.prefill_attention(layer, x) if s < ps else K.attention(layer, x, context))
-            xg = K.gate(layer, h)
-            if cuda:  # the host needs the routing before it may fetch: wait for the gate
-                ge = torch.cuda.Event()
-                ge.record(stream)
-                ge.synchronize()
-            t_gate = clock()
+                worker.promote(tr)
+                late += 1
+                waiting.append(tr)
+            if hit_pf[i]:
+                prefetched_hit(stats, t_gate, tr.issue, not done)
+                slack.append((t_gate, tr))
+        return late
 
-            core.gate(s)
-            self._evict(core, stats)
-            late = 0
-            arrived: list[tuple[int, int]] = []  # (slot, key) ready now
-            waiting: list[LiveTransfer] = []
-            for i, key in enumerate(hit_keys):
-                tr = inflight.get(key)
-                if tr is None:  # preloaded with the model: resident from the start
-                    arrived.append((slot_of[key], key))
-                    continue
-                done = tr.state == DONE or (cuda and tr.issued and tr.end_evt.query())
-                if done:
-                    arrived.append((tr.slot, key))
-                else:
-                    worker.promote(tr)
-                    late += 1
-                    waiting.append(tr)
-                if hit_pf[i]:
-                    lead.append(t_gate - tr.issue)
-                    pending.slack.append((t_gate, tr))
-                    if not done:
-                        stats.prefetch_late += 1
-            miss_ssd = core.miss_from_ssd if core.dram is not None else None
-            pool = core.pool
-            for i, key in enumerate(miss_keys):
-                waiting.append(self._submit(key, True, t_gate, bool(miss_ssd and miss_ssd[i]), key in pool))
-            n_miss = len(miss_keys)
-            layer_bdem[layer] += n_miss * nbytes
-            self._h2d_bytes += n_miss * nbytes
-            cnt = dict(zip(group.steps[s], counts_all[s])) if counts_all is not None else None
-            cpu_jobs: list[tuple[int, Future]] = []
-            if not simple:
-                if core.cpu_keys and self._cpu_pool is None:
-                    self._cpu_pool = ThreadPoolExecutor(
-                        1,
-                        "moesim-cpu-expert",
-                        initializer=pin_current_thread,
-                        initargs=(self.dev.copy_cpus, self.options.realtime),
-                    )
-                for key in core.cpu_keys:
-                    n = cnt[key] if cnt is not None else 1
-                    xh = xg[:n].to("cpu") if cuda else xg[:n]  # activations to the host
-                    cpu_jobs.append((n, self._cpu_pool.submit(self._cpu_expert, key, xh)))
-                for key in core.substitutes:
-                    tr = inflight.get(key)
-                    if tr is None or tr.state == DONE:
-                        arrived.append((slot_of[key], key))
-                    else:
-                        waiting.append(tr)
+    def _cpu_and_substitutes(self, out: StepOutputs) -> None:
+        """Missed experts the handler sends to the CPU start there; substitutes compute in place."""
+        if out.cpu_keys and self._cpu_pool is None:
+            self._cpu_pool = ThreadPoolExecutor(
+                1,
+                "moesim-cpu-expert",
+                initializer=pin_current_thread,
+                initargs=(self.dev.copy_cpus, self.options.realtime),
+            )
+        cnt, xg, cuda = self._cnt, self._xg, self.dev.is_cuda
+        for key in out.cpu_keys:
+            n = cnt[key] if cnt is not None else 1
+            xh = xg[:n].to("cpu") if cuda else xg[:n]  # activations to the host
+            self._cpu_jobs.append((n, self._cpu_pool.submit(self._cpu_expert, key, xh)))
+        for key in out.substitutes:
+            tr = self._inflight.get(key)
+            if tr is None or tr.state == DONE:
+                self._arrived.append((self._slot_of[key], key))
+            else:
+                self._waiting.append(tr)
 
-            core.after_gate(s)
-            self._issue_prefetches(core, stats)
+    def compute(self, s: int) -> None:
+        """The planned copies, then expert compute: the shared block first (always resident), then
+        routed experts by arrival; the layer also waits for the experts run on the CPU."""
+        self._issue_prefetches(self._core, self._stats)
+        K, layer, xg = self.kernels, self._layer, self._xg
+        h = self._h
+        sh = K.shared(layer, xg)
+        if sh is not None:
+            h += sh
+        waiting = self._waiting
+        if len(waiting) > 1:
+            waiting.sort(key=self._worker.service_rank)
+        cnt, cuda, store, stream = self._cnt, self.dev.is_cuda, self.store, self._stream
+        slots = store.slots
+        for slot, key in self._arrived:
+            n = cnt.get(key, 1) if cnt is not None else 1
+            h[:n] += K.expert(slots[slot], xg[:n])
+            if cuda:
+                store.mark_slot_read(slot, stream)
+        stall = self._wait_for_copies(s, h)
+        for n, fut in self._cpu_jobs:  # the layer's output also needs the experts run on the CPU
+            w0 = self._clock()
+            y = fut.result()
+            stall += self._clock() - w0
+            h[:n] += y.to(h.device, non_blocking=False) if cuda else y
+        self._stall = stall
 
-            # expert compute: shared block first (always resident), then routed experts by arrival
-            sh = K.shared(layer, xg)
-            if sh is not None:
-                h += sh
-            if len(waiting) > 1:
-                waiting.sort(key=worker.service_rank)
-            stall = 0.0
-            tok_index = len(tokens) if s >= ps else -1
-            slots = store.slots
-            for slot, key in arrived:
-                n = cnt.get(key, 1) if cnt is not None else 1
-                h[:n] += K.expert(slots[slot], xg[:n])
-                if cuda:
-                    store.mark_slot_read(slot, stream)
-            for tr in waiting:
-                n = cnt.get(tr.key, 1) if cnt is not None else 1
-                if cuda:
-                    if tr.state != DONE:
-                        ready = marks.mark()
-                        worker.wait_issued(tr)
-                        stream.wait_event(tr.end_evt)
-                        pending.stalls.append((tok_index, layer, ready, tr))
-                elif tr.state != DONE:
-                    w0 = clock()
-                    worker.wait(tr)
-                    stall += clock() - w0
-                h[:n] += K.expert(slots[tr.slot], xg[:n])
-                if cuda:
-                    store.mark_slot_read(tr.slot, stream)
-            for n, fut in cpu_jobs:  # the layer's output also needs the experts run on the CPU
+    def _wait_for_copies(self, s: int, h: torch.Tensor) -> float:
+        """The experts still copying, each as soon as its copy arrives. CPU: the wait is measured
+        here; CUDA: the compute stream waits on the copy's event, the stall is read after the run."""
+        K, xg, cnt, store, stream = self.kernels, self._xg, self._cnt, self.store, self._stream
+        worker, clock, cuda = self._worker, self._clock, self.dev.is_cuda
+        tok_index = len(self._tokens) if s >= self._grp.prefill_steps else -1
+        slots = store.slots
+        stall = 0.0
+        for tr in self._waiting:
+            n = cnt.get(tr.key, 1) if cnt is not None else 1
+            if cuda:
+                if tr.state != DONE:
+                    ready = self._marks.mark()
+                    worker.wait_issued(tr)
+                    stream.wait_event(tr.end_evt)
+                    self._pending.stalls.append((tok_index, self._layer, ready, tr))
+            elif tr.state != DONE:
                 w0 = clock()
-                y = fut.result()
+                worker.wait(tr)
                 stall += clock() - w0
-                h[:n] += y.to(h.device, non_blocking=False) if cuda else y
-            core.end_step(s)
-            layer_late[layer] += late
-            stats.layer_stall_ms[layer] += stall
-            tok.stall += stall
-            tok.hits += len(hit_keys) - late
-            tok.late += late
-            tok.misses += len(group.steps[s]) - len(hit_keys)
-            if record:
-                t_end = clock()
-                self.steps.append(
-                    StepRecord(
-                        group.index,
-                        s,
-                        layer,
-                        batch,
-                        context,
-                        counts_all[s] if counts_all is not None else [1] * len(group.steps[s]),
-                        prev_end if s > 0 else t0,
-                        t0,
-                        t_gate,
-                        t_end,
-                        stall,
-                        n_miss,
-                        idle0 and worker.idle,
-                    )
-                )
-                prev_end = t_end
-            if s == ps - 1:  # end of the prompt pass: the first token is out
-                last_mark = marks.mark()
-                self._ttft.append((tok.start, last_mark))
-                stats.prefill_stall_ms += tok.stall
-                tok = _Token(group.index, 0, group.active[0] if group.active else 0, last_mark)
-                tok_bytes0 = self._h2d_bytes
-                tok_ev0, tok_rf0 = core.evictions, core.refetches
-            elif layer == L - 1 and s >= ps:
-                tok.end = last_mark = marks.mark()
-                tok.bytes_h2d = self._h2d_bytes - tok_bytes0
-                tok.evictions, tok.refetches = core.evictions - tok_ev0, core.refetches - tok_rf0
-                tokens.append(tok)
-                tok_bytes0 = self._h2d_bytes
-                tok_ev0, tok_rf0 = core.evictions, core.refetches
-                if t + 1 < group.num_tokens:
-                    tok = _Token(group.index, t + 1, group.active[t + 1], last_mark)
-        core.end_group()
-        return last_mark
+            h[:n] += K.expert(slots[tr.slot], xg[:n])
+            if cuda:
+                store.mark_slot_read(tr.slot, stream)
+        return stall
+
+    def _close_step(self, s: int) -> None:
+        """After ``end_step``: the step's counts, its record, and at a token's end its row."""
+        core, stats, group = self._core, self._stats, self._grp
+        layer, late, stall = self._layer, self._late, self._stall
+        stats.layer_late[layer] += late
+        stats.layer_stall_ms[layer] += stall
+        tok = self._tok
+        tok.tally.add_step(len(group.steps[s]), len(core.out.hit_keys), late, stall)
+        if self.options.record_steps:
+            self._record_step(s)
+        ps = group.prefill_steps
+        if s == ps - 1:  # end of the prompt pass: the first token is out
+            self._last_mark = self._marks.mark()
+            self._ttft.append((tok.start, self._last_mark))
+            stats.prefill_stall_ms += tok.tally.stall
+            self._tok = _Token(
+                group.index, 0, group.active[0] if group.active else 0, self._last_mark, self._new_tally()
+            )
+        elif layer == core.L - 1 and s >= ps:
+            tok.end = self._last_mark = self._marks.mark()
+            tok.churn = tok.tally.churn(self._h2d_bytes, core)
+            self._tokens.append(tok)
+            t = self._t
+            tally = self._new_tally()
+            if t + 1 < group.num_tokens:
+                self._tok = _Token(group.index, t + 1, group.active[t + 1], self._last_mark, tally)
+
+    def _new_tally(self) -> TokenTally:
+        return TokenTally.start(self._h2d_bytes, self._core)
+
+    def _record_step(self, s: int) -> None:
+        group = self._grp
+        counts_all = group.counts
+        t_end = self._clock()
+        self.steps.append(
+            StepRecord(
+                group.index,
+                s,
+                self._layer,
+                self._batch,
+                self._context,
+                counts_all[s] if counts_all is not None else [1] * len(group.steps[s]),
+                self._prev_end if s > 0 else self._t0,
+                self._t0,
+                self._t_gate,
+                t_end,
+                self._stall,
+                self._n_miss,
+                self._idle0 and self._worker.idle,
+            )
+        )
+        self._prev_end = t_end
 
     # -- after the run -----------------------------------------------------------------------
     def _resolve(self, stats: RunStats) -> None:
@@ -576,26 +608,15 @@ class LiveExecutor:
                 if tok_index < 0:
                     stats.prefill_stall_ms += stall
                 else:
-                    tokens[tok_index].stall += stall
+                    tokens[tok_index].tally.stall += stall
         for t_gate, tr in self._pending.slack:
             stats.slack_samples.append(t_gate - copy_end(marks, tr))
         for start, end in self._ttft:
             stats.ttft_ms.append(value(end) - value(start))
         for tok in tokens:
             lat = value(tok.end) - value(tok.start)
-            stats.tok_group.append(tok.group)
-            stats.tok_step.append(tok.step)
-            stats.tok_batch.append(tok.batch)
-            stats.tok_latency_ms.append(lat)
-            # compute = everything that is not waiting for weights, as in the simulator's tables
-            stats.tok_compute_ms.append(lat - tok.stall)
-            stats.tok_stall_ms.append(tok.stall)
-            stats.tok_hits.append(tok.hits)
-            stats.tok_late.append(tok.late)
-            stats.tok_misses.append(tok.misses)
-            stats.tok_bytes_h2d.append(tok.bytes_h2d)
-            stats.tok_evictions.append(tok.evictions)
-            stats.tok_refetches.append(tok.refetches)
+            tok.tally.compute = lat - tok.tally.stall  # everything that is not waiting for weights
+            append_token_row(stats, tok.group, tok.step, tok.batch, lat, tok.tally, tok.churn)
 
 
 def copy_end(marks: Any, tr: LiveTransfer) -> float:

@@ -5,6 +5,10 @@ gate, the shared experts, then each routed expert as soon as its weights are res
 are ready compute while missing ones still load). One copy engine serves the host-to-GPU link.
 Streams and the link are busy-until timestamps, and the SimPy process yields once per layer-step,
 the one decision point, instead of once per kernel or transfer.
+
+The executor is the ``StepPhases`` of ``moesim.engine.protocol.layer_steps`` (docs/engine.md):
+``gated`` (hit / late classification and demand copies at ``t_gate``), ``compute`` (planned copies,
+then expert compute) and ``_close_token`` (after a token's last step has passed: its row).
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import simpy
 
 from moesim.engine.batching import ContinuousBatcher
 from moesim.engine.copy_engine import PENDING, CopyEngine, FifoLink, Transfer
-from moesim.engine.costs import CostModel
+from moesim.engine.protocol import WAIT, StepPhases, layer_steps
+from moesim.engine.steps import TokenTally, append_token_row, prefetched_hit, step_shape
+from moesim.hardware.costs import CostModel
 from moesim.metrics.stats import RunStats
 from moesim.metrics.timeline import build_timeline
 from moesim.policies.core import PolicyCore
+from moesim.policies.outputs import StepOutputs
 from moesim.policies.predictors.base import Predictor
 from moesim.traces.replay import Group
 
 
-class SimExecutor:
+class SimExecutor(StepPhases):
     name = "sim"
 
     def __init__(
@@ -72,21 +79,22 @@ class SimExecutor:
 
     # ------------------------------------------------------------------------------------------
     def _issue_prefetches(self, core: PolicyCore, now: float, stats: RunStats) -> None:
-        if core.evicted_prefetch:
+        out = core.out
+        if out.evicted_prefetch:
             self._evict(core, now, stats)
         engine, inflight = self._engine, self._inflight
         dur, nbytes, E = self.costs.h2d_ms, self.costs.expert_bytes, core.E
         lb = stats.layer_bytes_prefetch
         submit = engine.submit_prefetch
         if core.dram is None and self._transfers is None:  # the common case, kept short
-            for key in core.loads:
+            for key in out.loads:
                 tr = Transfer(key, now, dur, False, nbytes)
                 submit(tr)
                 inflight[key] = tr
                 lb[key // E] += nbytes
         else:
-            ssd = core.load_from_ssd if core.dram is not None else None
-            for i, key in enumerate(core.loads):
+            ssd = out.load_from_ssd if core.dram is not None else None
+            for i, key in enumerate(out.loads):
                 tr = Transfer(
                     key, now, dur, False, nbytes, self._ssd_read(now, stats) if ssd and ssd[i] else 0.0
                 )
@@ -95,7 +103,7 @@ class SimExecutor:
                 if self._transfers is not None:
                     self._transfers.append(tr)
                 lb[key // E] += nbytes
-        self._h2d_bytes += nbytes * len(core.loads)
+        self._h2d_bytes += nbytes * len(out.loads)
 
     def _ssd_read(self, now: float, stats: RunStats) -> float:
         stats.bytes_ssd_read += self.costs.expert_bytes
@@ -105,7 +113,7 @@ class SimExecutor:
         """Evicted prefetches never demanded: cancelled if their copy has not started, else wasted.
         (Other victims need nothing: their transfer entry is replaced when they are loaded again.)"""
         engine, inflight, E = self._engine, self._inflight, core.E
-        for key in core.evicted_prefetch:
+        for key in core.out.evicted_prefetch:
             tr = inflight.pop(key)
             self._h2d_bytes -= stats.unused_prefetch(key // E, tr.nbytes, engine.cancel(tr, now))
 
@@ -122,21 +130,21 @@ class SimExecutor:
         costs = self.costs
         counts = dict(zip(group.steps[s], group.counts[s])) if group.counts is not None else None
         done = t_gate
-        ssd = core.cpu_from_ssd if core.dram is not None else None
-        for i, key in enumerate(core.cpu_keys):
+        ssd = core.out.cpu_from_ssd if core.dram is not None else None
+        for i, key in enumerate(core.out.cpu_keys):
             tokens = counts[key] if counts else 1
             act = costs.activation_ms(tokens)
             avail = self._ssd_read(t_gate, stats) if ssd and ssd[i] else t_gate
             start = max(self._cpu_free, t_gate + act / 2, avail)
             self._cpu_free = start + costs.cpu_expert_ms(tokens)
             done = max(done, self._cpu_free + act / 2)
-        for key in core.substitutes:
+        for key in core.out.substitutes:
             tr = self._inflight.get(key)
             ready.append((tr.end if tr is not None and tr.end > t_gate else t_gate, key))
         return done
 
     def _record_compute(self, g, t, layer, t0, t_gate, t_shared, ready, counts_all, s, group) -> None:
-        # Mirrors the compute loop below (same order and durations) without slowing it down.
+        # Mirrors _compute_ready (same order and durations) without slowing it down.
         sl = self._slices
         args = {"group": g, "step": t, "layer": layer}
         sl.append(("compute", f"L{layer} attention+gate", t0, t_gate, args))
@@ -149,242 +157,267 @@ class SimExecutor:
             cur = start + self.costs.expert_ms(cnt.get(key, 1) if cnt else 1)
             sl.append(("compute", f"L{layer} E{key % self._E}", start, cur, dict(args, key=key, ready=r)))
 
+    # -- one group: the protocol's phases on the virtual clock ----------------------------------
     def _group(self, env: simpy.Environment, core: PolicyCore, group: Group, stats: RunStats):
+        self._start_group(env, core, group, stats)
+        last = core.L - 1
+        for s in layer_steps(core, group, self):
+            if s == WAIT:  # an empty batch waits for the next arrival
+                yield env.timeout(self._wait_ms)
+                self._tok_start = env.now
+                continue
+            yield env.timeout(self._cur - self._t0)
+            if self._layer == last:
+                self._close_token(s)
+
+    def _start_group(self, env: simpy.Environment, core: PolicyCore, group: Group, stats: RunStats) -> None:
         costs = self.costs
-        engine, inflight = self._engine, self._inflight
-        L = core.L
-        dur, nbytes = costs.h2d_ms, costs.expert_bytes
-        expert_ms = costs.expert_ms
-        ffn1 = expert_ms(1)
-        schedule = engine.schedule
-        counts_all = group.counts
-        layer_stall, layer_late, layer_bdem = stats.layer_stall_ms, stats.layer_late, stats.layer_bytes_demand
-        pre_fires = core.pre_attention_fires
+        self._env, self._core, self._grp, self._stats = env, core, group, stats
+        self._L, self._E = core.L, core.E
+        self._ffn1 = costs.expert_ms(1)
         predictor = core.predictor
-        timed_pred = type(predictor).latency_ms is not Predictor.latency_ms  # skip the call when free
-        pred_on_gpu = predictor.runs_on == "gpu"
-        hit_keys, hit_pf, miss_keys = core.hit_keys, core.hit_was_prefetch, core.miss_keys
-        lead_append, slack_append = stats.lead_samples.append, stats.slack_samples.append
-        simple = core._simple
-        fast = counts_all is None and simple and self._slices is None
-
-        self._E = core.E
+        self._timed_pred = type(predictor).latency_ms is not Predictor.latency_ms  # skip the call when free
+        self._pred_on_gpu = predictor.runs_on == "gpu"
+        # a GPU predictor firing after the gate runs on the compute stream before the experts
+        self._pred_delays_experts = self._pred_on_gpu and not core.pre_attention_fires
+        # batch 1, fetch-only, no timeline: the short path (ready times only; see _gate_fast)
+        self._fast = group.counts is None and core.simple and self._slices is None
+        self._former = self.batcher if group.dynamic else None
+        self._blocks = self._former.blocks if self._former is not None else None
         # what the group's first predictions copy and evict counts to its first step
-        tok_bytes0 = self._h2d_bytes
-        tok_ev0, tok_rf0 = core.evictions, core.refetches
-        core.start_group(group)
-        if core.flushed:
-            self._finish(core, env.now, stats, core.flushed)
-        self._issue_prefetches(core, env.now, stats)
-        n_steps = len(group.steps)
-        tok_start = env.now
-        tok_stall = tok_compute = 0.0
-        tok_hits = tok_late = tok_miss = 0
-        ps = group.prefill_steps
-        former = self.batcher if group.dynamic else None
-        blocks = former.blocks if former is not None else None
-        s = 0
-        while True:
-            if s == n_steps:
-                if former is None:
-                    break
-                start_at = former.extend(env.now)
-                if start_at is None:
-                    break
-                if start_at > env.now:  # an empty batch waits for the next arrival
-                    yield env.timeout(start_at - env.now)
-                    tok_start = env.now
-                    continue
-                n_steps = len(group.steps)
-            layer = s % L
-            t0 = env.now
-            if blocks is not None:
-                batch, context, t = blocks[s // L]
-            elif s < ps:
-                # the prompt pass: every prompt token at once, attending to half the prompt on average
-                t = -1
-                batch = group.prompt_tokens
-                context = max(1, batch // 2)
-            else:
-                t = (s - ps) // L
-                batch = group.active[t]
-                context = self.prompt_tokens + t
-            if layer == 0:  # batch and context hold for a whole token (or prompt pass)
-                c_norm = costs.pre_attention_ms(batch)
-                c_attn, c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
-                c_shared = costs.shared_ms(batch)
-                pred_ms = predictor.latency_ms(batch, context) if timed_pred else 0.0
-            t_norm = t0 + c_norm
-            if pre_fires:
-                core.pre_attention(s)
-                self._issue_prefetches(core, t_norm + pred_ms, stats)
-                if pred_on_gpu:
-                    t_norm += pred_ms
-            t_gate = t_norm + c_attn + c_gate
+        self._tally = TokenTally.start(self._h2d_bytes, core)
 
-            core.gate(s)
-            if core.evicted_prefetch:
-                self._evict(core, t_gate, stats)
-            engine.advance(t_gate)
-            late = 0
-            if fast:
-                # Batch 1, fetch-only, no timeline: every routed expert costs the same, so only the
-                # ready times after the gate matter; the others just queue their compute.
-                n_done = 0
-                waits: list[float] = []
-                if engine.idle(t_gate):  # every copy so far has arrived: no hit can be late
-                    n_done = len(hit_keys)
-                    if True in hit_pf:
-                        for key, pf in zip(hit_keys, hit_pf):
-                            if pf:
-                                tr = inflight[key]
-                                lead_append(t_gate - tr.issue)
-                                slack_append(t_gate - tr.end)
-                else:
-                    for key, pf in zip(hit_keys, hit_pf):
-                        tr = inflight.get(key)
-                        if tr is None:  # preloaded with the model (e.g. pin-hot)
-                            n_done += 1
-                            continue
-                        if tr.state == PENDING:
-                            engine.promote(tr, t_gate)
-                            late += 1
-                        elif tr.end > t_gate:
-                            late += 1
-                        end = tr.end
-                        if pf:
-                            lead_append(t_gate - tr.issue)
-                            slack_append(t_gate - end)
-                            if end > t_gate:
-                                stats.prefetch_late += 1
-                        if end > t_gate:
-                            waits.append(end)
-                        else:
-                            n_done += 1
-                if miss_keys:
-                    engine.submit_demands(miss_keys, t_gate, dur, nbytes, inflight, waits)
-            else:
-                # ready time of each routed expert, in access order
-                ready: list[tuple[float, int]] = []
+    def group_started(self, group: Group) -> None:
+        core, now = self._core, self._env.now
+        if core.out.flushed:
+            self._finish(core, now, self._stats, core.out.flushed)
+        self._issue_prefetches(core, now, self._stats)
+        self._tok_start = now
+
+    def more_steps(self) -> float | None:
+        """Continuous batching: the next token-block, or how long until one can start."""
+        former = self._former
+        if former is None:
+            return None
+        now = self._env.now
+        start_at = former.extend(now)
+        if start_at is None:
+            return None
+        self._wait_ms = start_at - now if start_at > now else 0.0
+        return self._wait_ms
+
+    def begin_step(self, s: int) -> None:
+        L = self._L
+        self._layer = layer = s % L
+        self._t0 = t0 = self._env.now
+        if layer == 0:  # shape and costs hold for a whole token (or prompt pass)
+            self._token_costs(s)
+        self._t_norm = t0 + self._c_norm
+
+    def _token_costs(self, s: int) -> None:
+        if self._blocks is not None:
+            batch, context, t = self._blocks[s // self._L]
+        else:
+            t, batch, context = step_shape(self._grp, s, self._L, self.prompt_tokens)
+        self._t, self._batch = t, batch
+        costs = self.costs
+        self._c_norm = costs.pre_attention_ms(batch)
+        self._c_attn, self._c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
+        self._c_shared = costs.shared_ms(batch)
+        self._pred_ms = self._core.predictor.latency_ms(batch, context) if self._timed_pred else 0.0
+
+    def prefetch_early(self, s: int) -> None:
+        self._issue_prefetches(self._core, self._t_norm + self._pred_ms, self._stats)
+        if self._pred_on_gpu:
+            self._t_norm += self._pred_ms
+
+    def gated(self, s: int) -> None:
+        """The gate's decisions at ``t_gate`` (after attention and the router; the simulator needs no
+        ``attend`` phase): evictions, hit/late classification, demand copies."""
+        self._t_gate = t_gate = self._t_norm + self._c_attn + self._c_gate
+        core, stats = self._core, self._stats
+        out = core.out
+        if out.evicted_prefetch:
+            self._evict(core, t_gate, stats)
+        self._engine.advance(t_gate)
+        self._late = (
+            self._gate_fast(out, t_gate, stats) if self._fast else self._gate_general(out, t_gate, stats)
+        )
+        demand = len(out.miss_keys) * self.costs.expert_bytes
+        stats.layer_bytes_demand[self._layer] += demand
+        self._h2d_bytes += demand
+        self._cpu_done = t_gate
+        if not core.simple:
+            self._cpu_done = self._cpu_and_substitutes(core, self._grp, s, t_gate, self._ready, stats)
+
+    def _gate_fast(self, out: StepOutputs, t_gate: float, stats: RunStats) -> int:
+        """Batch 1, fetch-only, no timeline: every routed expert costs the same, so only the ready
+        times after the gate matter; the others just queue their compute. Pinned to
+        ``_gate_general`` by the timeline-on equals timeline-off test. Returns the late hits."""
+        engine, inflight = self._engine, self._inflight
+        hit_keys, hit_pf = out.hit_keys, out.hit_was_prefetch
+        lead_append, slack_append = stats.lead_samples.append, stats.slack_samples.append
+        late = n_done = 0
+        waits: list[float] = []
+        if engine.idle(t_gate):  # every copy so far has arrived: no hit can be late
+            n_done = len(hit_keys)
+            if True in hit_pf:
                 for key, pf in zip(hit_keys, hit_pf):
-                    tr = inflight.get(key)
-                    if tr is None:  # preloaded with the model (e.g. pin-hot): resident from the start
-                        ready.append((t_gate, key))
-                        continue
-                    if tr.state == PENDING:
-                        engine.promote(tr, t_gate)
-                        late += 1
-                    elif tr.end > t_gate:
-                        late += 1
                     if pf:
+                        tr = inflight[key]
                         lead_append(t_gate - tr.issue)
                         slack_append(t_gate - tr.end)
-                        if tr.end > t_gate:
-                            stats.prefetch_late += 1
-                    ready.append((tr.end, key))
-                miss_ssd = core.miss_from_ssd if core.dram is not None else None
-                for i, key in enumerate(miss_keys):
-                    nb = self._ssd_read(t_gate, stats) if miss_ssd and miss_ssd[i] else 0.0
-                    tr = Transfer(key, t_gate, dur, True, nbytes, nb)
-                    schedule(tr, t_gate)  # the engine has advanced to t_gate above
-                    inflight[key] = tr
-                    if self._transfers is not None:
-                        self._transfers.append(tr)
-                    ready.append((tr.end, key))
-            n_miss = len(miss_keys)
-            layer_bdem[layer] += n_miss * nbytes
-            self._h2d_bytes += n_miss * nbytes
-            cpu_done = t_gate
-            if not simple:
-                cpu_done = self._cpu_and_substitutes(core, group, s, t_gate, ready, stats)
+        else:
+            for key, pf in zip(hit_keys, hit_pf):
+                tr = inflight.get(key)
+                if tr is None:  # preloaded with the model (e.g. pin-hot)
+                    n_done += 1
+                    continue
+                if tr.state == PENDING:
+                    engine.promote(tr, t_gate)
+                    late += 1
+                elif tr.end > t_gate:
+                    late += 1
+                end = tr.end
+                if pf:  # prefetched_hit, inlined on this hot path
+                    lead_append(t_gate - tr.issue)
+                    slack_append(t_gate - end)
+                    if end > t_gate:
+                        stats.prefetch_late += 1
+                if end > t_gate:
+                    waits.append(end)
+                else:
+                    n_done += 1
+        if out.miss_keys:
+            engine.submit_demands(
+                out.miss_keys, t_gate, self.costs.h2d_ms, self.costs.expert_bytes, inflight, waits
+            )
+        self._n_done, self._waits = n_done, waits
+        return late
 
-            core.after_gate(s)
-            if core.loads or core.evicted_prefetch:
-                self._issue_prefetches(core, t_gate + pred_ms, stats)
-            t_experts = t_gate + pred_ms if pred_on_gpu and not pre_fires else t_gate
-
-            # expert compute: shared block first (always resident), then routed experts by readiness
-            cur = t_experts + c_shared
-            compute = cur - t0
-            stall = 0.0
-            if fast:
-                ffn = ffn1
-                for _ in range(n_done):  # ready by the gate: computed first, back to back
-                    cur += ffn
-                if waits:
-                    waits.sort()
-                    for r in waits:
-                        if r > cur:
-                            stall += r - cur
-                            cur = r
-                        cur += ffn
-                compute += ffn * (n_done + len(waits))
-            elif counts_all is None:
-                if self._slices is not None:
-                    self._record_compute(group.index, t, layer, t0, t_gate, cur, ready, counts_all, s, group)
-                ffn = ffn1
-                ready.sort()
-                for r, _ in ready:
-                    if r > cur:
-                        stall += r - cur
-                        cur = r
-                    cur += ffn
-                compute += ffn * len(ready)
-            else:
-                if self._slices is not None:
-                    self._record_compute(group.index, t, layer, t0, t_gate, cur, ready, counts_all, s, group)
-                cnt = dict(zip(group.steps[s], counts_all[s]))
-                ready.sort()
-                for r, key in ready:
-                    if r > cur:
-                        stall += r - cur
-                        cur = r
-                    ffn = expert_ms(cnt.get(key, 1))  # a substitute not routed here: one token
-                    cur += ffn
-                    compute += ffn
-            if cpu_done > cur:  # the layer's output also needs the experts computed on the CPU
-                stall += cpu_done - cur
-                cur = cpu_done
-            core.end_step(s)
-            layer_stall[layer] += stall
-            layer_late[layer] += late
-            tok_stall += stall
-            tok_compute += compute
-            tok_hits += len(hit_keys) - late
-            tok_late += late
-            tok_miss += len(group.steps[s]) - len(hit_keys)
-            yield env.timeout(cur - t0)
-            s += 1
-            if layer != L - 1:
+    def _gate_general(self, out: StepOutputs, t_gate: float, stats: RunStats) -> int:
+        """The ready time of each routed expert, in access order (``self._ready``). Returns the late hits."""
+        engine, inflight = self._engine, self._inflight
+        slack_append = stats.slack_samples.append
+        late = 0
+        ready: list[tuple[float, int]] = []
+        for key, pf in zip(out.hit_keys, out.hit_was_prefetch):
+            tr = inflight.get(key)
+            if tr is None:  # preloaded with the model (e.g. pin-hot): resident from the start
+                ready.append((t_gate, key))
                 continue
-            if former is not None:
-                former.block_done(s // L - 1, env.now)
-            if t < 0:  # end of a prompt pass: the first token is out
-                if former is None:
-                    stats.ttft_ms.append(env.now - tok_start)
-                stats.prefill_stall_ms += tok_stall
-                tok_start = env.now
-                tok_bytes0 = self._h2d_bytes
-                tok_ev0, tok_rf0 = core.evictions, core.refetches
-                tok_stall = tok_compute = 0.0
-                tok_hits = tok_late = tok_miss = 0
-            else:
-                stats.tok_group.append(group.index)
-                stats.tok_step.append(t)
-                stats.tok_batch.append(batch)
-                stats.tok_latency_ms.append(env.now - tok_start)
-                stats.tok_compute_ms.append(tok_compute)
-                stats.tok_stall_ms.append(tok_stall)
-                stats.tok_hits.append(tok_hits)
-                stats.tok_late.append(tok_late)
-                stats.tok_misses.append(tok_miss)
-                stats.tok_bytes_h2d.append(self._h2d_bytes - tok_bytes0)
-                ev, rf = core.evictions, core.refetches
-                stats.tok_evictions.append(ev - tok_ev0)
-                stats.tok_refetches.append(rf - tok_rf0)
-                tok_ev0, tok_rf0 = ev, rf
-                tok_start = env.now
-                tok_bytes0 = self._h2d_bytes
-                tok_stall = tok_compute = 0.0
-                tok_hits = tok_late = tok_miss = 0
-        core.end_group()
+            if tr.state == PENDING:
+                engine.promote(tr, t_gate)
+                late += 1
+            elif tr.end > t_gate:
+                late += 1
+            if pf:
+                prefetched_hit(stats, t_gate, tr.issue, tr.end > t_gate)
+                slack_append(t_gate - tr.end)
+            ready.append((tr.end, key))
+        self._demand_copies(out, t_gate, stats, ready)
+        self._ready = ready
+        return late
+
+    def _demand_copies(self, out: StepOutputs, t_gate: float, stats: RunStats, ready: list) -> None:
+        dur, nbytes = self.costs.h2d_ms, self.costs.expert_bytes
+        schedule, inflight, transfers = self._engine.schedule, self._inflight, self._transfers
+        miss_ssd = out.miss_from_ssd if self._core.dram is not None else None
+        for i, key in enumerate(out.miss_keys):
+            nb = self._ssd_read(t_gate, stats) if miss_ssd and miss_ssd[i] else 0.0
+            tr = Transfer(key, t_gate, dur, True, nbytes, nb)
+            schedule(tr, t_gate)  # the engine has advanced to t_gate
+            inflight[key] = tr
+            if transfers is not None:
+                transfers.append(tr)
+            ready.append((tr.end, key))
+
+    def compute(self, s: int) -> None:
+        """The planned copies, then expert compute: the shared block first (always resident), then
+        routed experts by readiness; the layer also waits for the experts computed on the CPU."""
+        core, stats, t_gate = self._core, self._stats, self._t_gate
+        out = core.out
+        if out.loads or out.evicted_prefetch:
+            self._issue_prefetches(core, t_gate + self._pred_ms, stats)
+        t_experts = t_gate + self._pred_ms if self._pred_delays_experts else t_gate
+        cur = t_experts + self._c_shared
+        compute = cur - self._t0
+        if self._fast:
+            cur, stall, compute = self._compute_fast(cur, compute)
+        else:
+            if self._slices is not None:
+                g = self._grp
+                self._record_compute(
+                    g.index, self._t, self._layer, self._t0, t_gate, cur, self._ready, g.counts, s, g
+                )
+            cur, stall, compute = self._compute_ready(s, cur, compute)
+        if self._cpu_done > cur:  # the layer's output also needs the experts computed on the CPU
+            stall += self._cpu_done - cur
+            cur = self._cpu_done
+        self._cur = cur
+        late, layer = self._late, self._layer
+        stats.layer_stall_ms[layer] += stall
+        stats.layer_late[layer] += late
+        tally = self._tally
+        tally.add_step(len(self._grp.steps[s]), len(out.hit_keys), late, stall)
+        tally.compute += compute
+
+    def _compute_fast(self, cur: float, compute: float) -> tuple[float, float, float]:
+        """``_gate_fast``'s compute: the experts ready by the gate back to back, then the waits."""
+        ffn = self._ffn1
+        n_done, waits = self._n_done, self._waits
+        stall = 0.0
+        for _ in range(n_done):  # ready by the gate: computed first, back to back
+            cur += ffn
+        if waits:
+            waits.sort()
+            for r in waits:
+                if r > cur:
+                    stall += r - cur
+                    cur = r
+                cur += ffn
+        compute += ffn * (n_done + len(waits))
+        return cur, stall, compute
+
+    def _compute_ready(self, s: int, cur: float, compute: float) -> tuple[float, float, float]:
+        """Each routed expert as soon as it is ready, in ready order (tokens per expert if known)."""
+        ready = self._ready
+        ready.sort()
+        stall = 0.0
+        counts_all = self._grp.counts
+        if counts_all is None:
+            ffn = self._ffn1
+            for r, _ in ready:
+                if r > cur:
+                    stall += r - cur
+                    cur = r
+                cur += ffn
+            return cur, stall, compute + ffn * len(ready)
+        cnt = dict(zip(self._grp.steps[s], counts_all[s]))
+        expert_ms = self.costs.expert_ms
+        for r, key in ready:
+            if r > cur:
+                stall += r - cur
+                cur = r
+            ffn = expert_ms(cnt.get(key, 1))  # a substitute not routed here: one token
+            cur += ffn
+            compute += ffn
+        return cur, stall, compute
+
+    def _close_token(self, s: int) -> None:
+        """After the last layer-step of a token (or prompt pass) has passed: its row."""
+        now, core, stats = self._env.now, self._core, self._stats
+        if self._former is not None:
+            self._former.block_done((s + 1) // self._L - 1, now)
+        tally = self._tally
+        if self._t < 0:  # end of a prompt pass: the first token is out
+            if self._former is None:
+                stats.ttft_ms.append(now - self._tok_start)
+            stats.prefill_stall_ms += tally.stall
+        else:
+            churn = tally.churn(self._h2d_bytes, core)
+            append_token_row(
+                stats, self._grp.index, self._t, self._batch, now - self._tok_start, tally, churn
+            )
+        self._tok_start = now
+        self._tally = TokenTally.start(self._h2d_bytes, core)

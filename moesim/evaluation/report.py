@@ -106,8 +106,8 @@ def make_timing(
         return None
     if profile_ref is None or (model_name is None and model_config is None):
         fail("--profile and --model-name (or --model-config) go together (in-time accuracy needs both)")
-    from moesim.engine.costs import CostModel
     from moesim.hardware import load_profile
+    from moesim.hardware.costs import CostModel
     from moesim.models import get_model, model_from_hf_config
 
     if model_config is not None:

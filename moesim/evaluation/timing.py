@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.engine.costs import CostModel
+from moesim.hardware.costs import CostModel
 
 
 @dataclass

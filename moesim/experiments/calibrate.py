@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moesim.engine.costs import CostModel
 from moesim.errors import fail
 from moesim.experiments import pipeline
 from moesim.experiments.cache import RunCache
 from moesim.experiments.run import Prepared
 from moesim.experiments.scenario import load_scenario, parse_override
+from moesim.hardware.costs import CostModel
 from moesim.io import atomic_dir, dumps_json
 from moesim.metrics.result import RunResult
 

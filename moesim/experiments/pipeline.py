@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from moesim.engine.batching import ContinuousBatcher
-from moesim.engine.costs import CostModel
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.experiments.cache import RunCache, use_cache
 from moesim.experiments.holdout import add_outcome_notes
 from moesim.experiments.run import Prepared, arrival_times, build_core, prepare, provenance
 from moesim.experiments.scenario import Scenario
+from moesim.hardware.costs import CostModel
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.stats import RunStats

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
-from moesim.engine.costs import CostModel
 from moesim.errors import fail
 from moesim.experiments.cache import PROCESS_CACHE, RunCache, active_cache
 from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
+from moesim.hardware.costs import CostModel
+from moesim.metrics.result import RunResult
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore

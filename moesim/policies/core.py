@@ -6,8 +6,9 @@ function of the trace and the policies alone, and both executors make the same d
 Executors add time: whether a present expert had *arrived* when the gate decided (hit) or was still
 in flight (late hit), whether an evicted prefetch had started copying (wasted) or not (cancelled).
 
-The core publishes each call's outcome in reused lists (``hit_keys``, ``miss_keys``, ``loads``,
-``evicted``...) instead of returning fresh objects: this is the simulator's hot path.
+The core publishes each call's outcome in one reused ``StepOutputs`` (``core.out``; which lists a
+call fills is documented there) instead of returning fresh objects: this is the simulator's hot path.
+The order of calls is ``moesim.engine.protocol``'s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moesim.policies.miss.base import CPU, FETCH, SUBSTITUTE, MissHandler
+from moesim.policies.outputs import StepOutputs
 from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
 from moesim.traces.replay import Group
@@ -51,8 +53,9 @@ class PolicyCore:
         # letting it occupy a slot (and the link, if it has not started) until evicted.
         self._by_target: dict[int, list[int]] | None = {} if cancel_stale else None
         self.prefetch_stale = 0
-        # The common case (fetch every miss, all experts in DRAM) keeps the short path in gate().
-        self._simple = (miss_handler is None or miss_handler.name == "fetch") and dram is None
+        # The common case (fetch every miss, all experts in DRAM) keeps the short path in gate(), and
+        # executors may skip the outputs only the other cases fill.
+        self.simple = (miss_handler is None or miss_handler.name == "fetch") and dram is None
         self._pool_factory = pool_factory
         self.pool: ExpertPool = pool_factory()
         self.L = num_layers
@@ -73,19 +76,7 @@ class PolicyCore:
         # per key, the decode step of its last eviction (a list: the hot path indexes it)
         self._evicted_at: list[int] = [_NEVER] * (num_layers * num_experts)
 
-        # outputs of the last call
-        self.hit_keys: list[int] = []
-        self.hit_was_prefetch: list[bool] = []
-        self.miss_keys: list[int] = []  # fetched to the GPU
-        self.loads: list[int] = []  # prefetch transfers to issue
-        self.evicted: list[int] = []
-        self.evicted_prefetch: list[int] = []  # those of ``evicted`` still undemanded prefetches
-        # with a DRAM tier: whether each miss_keys / loads / cpu_keys entry must first be read from SSD
-        self.miss_from_ssd: list[bool] = []
-        self.load_from_ssd: list[bool] = []
-        self.cpu_keys: list[int] = []  # missed experts computed on the CPU
-        self.cpu_from_ssd: list[bool] = []
-        self.substitutes: list[int] = []  # resident experts computed in place of missed ones
+        self.out = StepOutputs()  # what the last call decided
         self._last_used = [-1] * num_layers  # per layer, the last expert demanded and kept resident
 
         # timing-independent counters (totals of the per-layer ones are properties)
@@ -133,14 +124,14 @@ class PolicyCore:
         if self._reset and self.log is not None and group.index > 0:
             self.log.append(("reset", group.index))
         # Prefetched experts dropped with the pool are wasted; executors account for them (bytes).
-        self.flushed: list[int] = []
+        self.out.flushed = []
         if self._reset and group.index > 0:
-            self.flushed = self._flush_unused()
+            self.out.flushed = self._flush_unused()
             self.pool = self._pool_factory()
             self._evicted_at = [_NEVER] * (self.L * self.E)
         self.group = group
         self._steps = group.steps
-        self._clear_outputs()
+        self.out.clear(self.simple)
         if self.log is not None:
             self.log.append(("start", group.index))
         self._plan(self.predictor.start(group), -1)
@@ -161,55 +152,72 @@ class PolicyCore:
     # -- per layer-step, in this order: pre_attention, gate, after_gate, end_step -------------
     def pre_attention(self, s: int) -> None:
         """Predictions of a predictor firing before attention (before it observes step ``s``)."""
-        self._clear_outputs()
+        self.out.clear(self.simple)
         self._plan(self.predictor.predict(s), s)
 
     def gate(self, s: int) -> None:
+        """The demand accesses of step ``s``: hits, misses (fetched, or as the miss handler says)."""
         keys = self._steps[s]
         layer = s % self.L
-        self._clear_outputs()
-        hit_keys, miss_keys, hit_was_prefetch = self.hit_keys, self.miss_keys, self.hit_was_prefetch
-        pool = self.pool
+        out = self.out
+        out.clear(self.simple)
         pins = self._pins
         pins.clear()
         pins.update(keys)
         if self._by_target is not None:
             self._drop_stale(s, keys)
+        token = self.token_base + s // self.L
+        if self.simple and self.log is None:
+            self.pos = self._demand_simple(s, keys, layer, token)
+        else:
+            self.pos = self._demand(s, keys, layer, token)
+        self.layer_accesses[layer] += len(keys)
+        self.layer_present[layer] += len(out.hit_keys)
+        if self._observe is not None:
+            self._observe(s, keys)
+
+    def _demand_simple(self, s: int, keys: list[int], layer: int, token: int) -> int:
+        """The common case (every miss fetched, no decision log), kept short; the same steps as
+        ``_demand``. Returns the position after the step's accesses."""
+        out = self.out
+        hit_keys, miss_keys, hit_was_prefetch = out.hit_keys, out.miss_keys, out.hit_was_prefetch
+        pool = self.pool
+        contains, pool_hit, hit_key = pool.contains, pool.hit, pool.hit_key
+        prefetched = self._prefetched
+        useful = self.layer_prefetch_useful
+        insert = self._insert
+        pos = self.pos
+        for key in keys:
+            if contains(key):
+                if hit_key is not None:
+                    hit_key(key)
+                else:
+                    pool_hit(key, pos)
+                hit_keys.append(key)
+                if key in prefetched:
+                    prefetched.discard(key)
+                    hit_was_prefetch.append(True)
+                    useful[layer] += 1
+                else:
+                    hit_was_prefetch.append(False)
+            else:
+                if not insert(key, pos, False, s, token):
+                    self.bypassed += 1  # no evictable slot (cache.bypass): streamed, not kept
+                miss_keys.append(key)
+            pos += 1
+        return pos
+
+    def _demand(self, s: int, keys: list[int], layer: int, token: int) -> int:
+        """Demand accesses with a decision log, a miss handler or a DRAM tier."""
+        out = self.out
+        hit_keys, hit_was_prefetch = out.hit_keys, out.hit_was_prefetch
+        pool = self.pool
         contains, pool_hit, hit_key = pool.contains, pool.hit, pool.hit_key
         prefetched = self._prefetched
         useful = self.layer_prefetch_useful
         log = self.log
-        pos = self.pos
-        token = self.token_base + s // self.L
-        if self._simple and log is None:
-            # The common case (every miss fetched, no decision log), kept short; same steps as below.
-            insert = self._insert
-            for key in keys:
-                if contains(key):
-                    if hit_key is not None:
-                        hit_key(key)
-                    else:
-                        pool_hit(key, pos)
-                    hit_keys.append(key)
-                    if key in prefetched:
-                        prefetched.discard(key)
-                        hit_was_prefetch.append(True)
-                        useful[layer] += 1
-                    else:
-                        hit_was_prefetch.append(False)
-                else:
-                    if not insert(key, pos, False, s, token):
-                        self.bypassed += 1  # no evictable slot (cache.bypass): streamed, not kept
-                    miss_keys.append(key)
-                pos += 1
-            self.pos = pos
-            self.layer_accesses[layer] += len(keys)
-            self.layer_present[layer] += len(hit_keys)
-            if self._observe is not None:
-                self._observe(s, keys)
-            return
         last_used = self._last_used
-        simple = self._simple
+        pos = self.pos
         for i, key in enumerate(keys):
             if contains(key):
                 if hit_key is not None:
@@ -224,29 +232,26 @@ class PolicyCore:
                     useful[layer] += 1
                 else:
                     hit_was_prefetch.append(False)
-                if log is not None:
-                    log.append(("A", s, key, 1))
+                hit = 1
             else:
-                if simple:
-                    if not self._insert(key, pos, False, s, token):
-                        self.bypassed += 1
-                    miss_keys.append(key)
-                else:
-                    self._miss(key, i, s, pos, token)
-                if log is not None:
-                    log.append(("A", s, key, 0))
+                self._demand_miss(key, i, s, pos, token)
+                hit = 0
+            if log is not None:
+                log.append(("A", s, key, hit))
             pos += 1
-        self.pos = pos
-        self.layer_accesses[layer] += len(keys)
-        self.layer_present[layer] += len(hit_keys)
-        if self._observe is not None:
-            self._observe(s, keys)
+        return pos
+
+    def _demand_miss(self, key: int, i: int, s: int, pos: int, token: int) -> None:
+        if self.simple:
+            if not self._insert(key, pos, False, s, token):
+                self.bypassed += 1
+            self.out.miss_keys.append(key)
+        else:
+            self._miss(key, i, s, pos, token)
 
     def after_gate(self, s: int) -> None:
         """Predictions fired after the gate; call after the executor consumed ``gate``'s outputs."""
-        self.loads.clear()
-        self.evicted.clear()
-        self.evicted_prefetch.clear()
+        self.out.clear_plan()
         if not self.pre_attention_fires:
             self._plan(self.predictor.predict(s), s)
 
@@ -254,20 +259,6 @@ class PolicyCore:
         self._pins.clear()
 
     # -- internals ----------------------------------------------------------------------------
-    def _clear_outputs(self) -> None:
-        self.hit_keys.clear()
-        self.hit_was_prefetch.clear()
-        self.miss_keys.clear()
-        self.loads.clear()
-        self.evicted.clear()
-        self.evicted_prefetch.clear()
-        if not self._simple:
-            self.miss_from_ssd.clear()
-            self.load_from_ssd.clear()
-            self.cpu_keys.clear()
-            self.cpu_from_ssd.clear()
-            self.substitutes.clear()
-
     def _miss(self, key: int, i: int, s: int, pos: int, token: int) -> None:
         """A demand miss under a miss handler other than plain fetch, or with a DRAM tier."""
         counts = self.group.counts
@@ -279,17 +270,17 @@ class PolicyCore:
                 self._last_used[layer] = key
             else:
                 self.bypassed += 1
-            self.miss_keys.append(key)
+            self.out.miss_keys.append(key)
             if self.dram is not None:
-                self.miss_from_ssd.append(self._from_dram(key, pos, False))
+                self.out.miss_from_ssd.append(self._from_dram(key, pos, False))
         elif action == CPU:
             self.misses_cpu += 1
-            self.cpu_keys.append(key)
+            self.out.cpu_keys.append(key)
             if self.dram is not None:
-                self.cpu_from_ssd.append(self._from_dram(key, pos, False))
+                self.out.cpu_from_ssd.append(self._from_dram(key, pos, False))
         elif action == SUBSTITUTE and self._last_used[layer] >= 0 and self._last_used[layer] in self.pool:
             self.misses_substituted += 1
-            self.substitutes.append(self._last_used[layer])
+            self.out.substitutes.append(self._last_used[layer])
         else:
             self.misses_skipped += 1
         if self.log is not None and action != FETCH:
@@ -303,8 +294,8 @@ class PolicyCore:
                 self._prefetched.discard(key)
                 self.prefetch_unused += 1
                 self.prefetch_stale += 1
-                self.evicted.append(key)
-                self.evicted_prefetch.append(key)
+                self.out.evicted.append(key)
+                self.out.evicted_prefetch.append(key)
                 if self.log is not None:
                     self.log.append(("X", s, key))
 
@@ -326,7 +317,7 @@ class PolicyCore:
         self, key: int, pos: int, prefetch: bool, s: int, token: int, score: float | None = None
     ) -> bool:
         """Admit ``key`` (decode step ``token``), accounting for the victim it displaces."""
-        evicted = self.evicted
+        evicted = self.out.evicted
         n = len(evicted)
         if not self.pool.insert(key, pos, prefetch, self._pins, evicted, score):
             return False
@@ -339,7 +330,7 @@ class PolicyCore:
             if victim in prefetched:
                 prefetched.discard(victim)
                 self.prefetch_unused += 1
-                self.evicted_prefetch.append(victim)
+                self.out.evicted_prefetch.append(victim)
             if self.log is not None:
                 self.log.append(("E", s, victim))
         if token - evicted_at[key] <= self._window:
@@ -359,7 +350,8 @@ class PolicyCore:
         add_pin = pins.add
         token = self.token_base + max(s, 0) // self.L
         insert, pos, E = self._insert, self.pos, self.E
-        add_prefetched, add_load, issued = self._prefetched.add, self.loads.append, self.layer_prefetch_issued
+        add_prefetched, add_load = self._prefetched.add, self.out.loads.append
+        issued = self.layer_prefetch_issued
         by_target, dram, log = self._by_target, self.dram, self.log
         for target, keys, scores in predictions:
             cand = keys[:n]
@@ -377,7 +369,7 @@ class PolicyCore:
                     if by_target is not None:
                         by_target.setdefault(target, []).append(key)
                     if dram is not None:
-                        self.load_from_ssd.append(self._from_dram(key, pos, True))
+                        self.out.load_from_ssd.append(self._from_dram(key, pos, True))
                     if log is not None:
                         log.append(("P", s, key, target))
                 add_pin(key)

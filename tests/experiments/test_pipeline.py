@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moesim.engine.costs import CostModel
 from moesim.errors import MoesimInputError
 from moesim.experiments import pipeline
 from moesim.experiments.cache import PROCESS_CACHE, RunCache
 from moesim.experiments.overrides import resolve_scenario
 from moesim.experiments.run import provenance, run_prepared, run_scenario
 from moesim.experiments.sweep import SweepPlan, run_point
+from moesim.hardware.costs import CostModel
 from moesim.io import dumps_json
 from moesim.metrics.result import RunResult
 from moesim.traces.native import save_trace

@@ -88,8 +88,8 @@ def test_grid_and_errors(small_scenario):
 
 
 def test_loop_cost_model_adds_the_measured_overheads(report, small_scenario):
-    from moesim.engine.costs import CostModel
     from moesim.hardware import load_profile
+    from moesim.hardware.costs import CostModel
     from moesim.models import model_from_hf_config
 
     out, _ = report

@@ -35,12 +35,12 @@ def _drive_checked(core, groups, capacity: int, scope: str):
                 check_capacity()
             core.gate(s)
             accesses += len(keys)
-            hits += len(core.hit_keys)
-            misses += len(core.miss_keys)
-            assert not set(core.evicted) & set(keys), "evicted an expert of the current layer-step"
+            hits += len(core.out.hit_keys)
+            misses += len(core.out.miss_keys)
+            assert not set(core.out.evicted) & set(keys), "evicted an expert of the current layer-step"
             assert all(k in core.pool for k in keys), "a demanded expert is not resident at its gate"
             core.after_gate(s)
-            assert not set(core.evicted) & set(keys), "a prefetch evicted an expert of the current layer-step"
+            assert not set(core.out.evicted) & set(keys), "a prefetch evicted an expert of the current layer-step"
             check_capacity()
             core.end_step(s)
         core.end_group()

@@ -10,13 +10,13 @@ import pytest
 from predictor_builders import chain_trace, teacher_trace
 
 from moesim.cli.main import main
-from moesim.engine.costs import CostModel
 from moesim.errors import MoesimInputError
 from moesim.evaluation.harness import build_predictor, evaluate
 from moesim.evaluation.metrics import Accumulator
 from moesim.evaluation.splits import domain_split, split_by_domain, split_by_sequence
 from moesim.evaluation.timing import TimingBudget
 from moesim.hardware import estimate_profile
+from moesim.hardware.costs import CostModel
 from moesim.traces.native import save_trace
 from tests.helpers import make_model
 
