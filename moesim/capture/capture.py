@@ -195,6 +195,60 @@ class _Clamp:
         return x.to(torch.float16).cpu().numpy()
 
 
+def _left_pad(prompts: list[list[int]], pad: int, device: Any) -> tuple[torch.Tensor, ...]:
+    """Input ids, attention mask and positions, left-padded so every prompt ends at the last column."""
+    B, S = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((B, S), pad, dtype=torch.long)
+    mask = torch.zeros((B, S), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        input_ids[b, S - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[b, S - len(p) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), mask.to(device), pos.to(device)
+
+
+def _next_tokens(logits: torch.Tensor, cfg: CaptureConfig, gen: torch.Generator) -> torch.Tensor:
+    if cfg.sample:
+        probs = torch.softmax(logits.float() / cfg.temperature, dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    return logits.float().argmax(-1).cpu()
+
+
+def _feed(nxt: torch.Tensor, active: list[bool], cfg: CaptureConfig, eos: set[int], pad: int) -> torch.Tensor:
+    """The tokens fed next: finished sequences (``active`` updated in place) are fed padding."""
+    fed = nxt.clone()
+    for b in range(len(active)):
+        if active[b] and cfg.stop_on_eos and int(nxt[b]) in eos:
+            active[b] = False
+        if not active[b]:
+            fed[b] = pad
+    return fed
+
+
+def _step_arrays(step: dict[str, torch.Tensor], clamp: _Clamp) -> dict[str, np.ndarray]:
+    arrays = {"ids": step["ids"].cpu().numpy(), "w": step["w"].cpu().numpy()}
+    if "probs" in step:
+        arrays["probs"] = step["probs"].cpu().numpy()
+    for key in ("hidden", "rin"):
+        if key in step:
+            arrays[key] = clamp(step[key])
+    return arrays
+
+
+def _append_step(
+    seqs: list[_Seq], active: list[bool], fed: torch.Tensor, arrays: dict[str, np.ndarray]
+) -> None:
+    for b, s in enumerate(seqs):
+        if not active[b]:
+            continue
+        s.tokens.append(int(fed[b]))
+        s.ids.append(arrays["ids"][b])
+        s.w.append(arrays["w"][b])
+        for key, column in (("probs", s.probs), ("hidden", s.hidden), ("rin", s.rin)):
+            if key in arrays:
+                column.append(arrays[key][b])
+
+
 def _run_batch(
     model: Any,
     prompts: list[list[int]],
@@ -209,20 +263,13 @@ def _run_batch(
 ) -> list[_Seq]:
     device = next(model.parameters()).device
     B = len(prompts)
-    S = max(len(p) for p in prompts)
-    input_ids = torch.full((B, S), pad, dtype=torch.long)
-    mask = torch.zeros((B, S), dtype=torch.long)
-    for b, p in enumerate(prompts):  # left padding: every sequence's last prompt token is at S-1
-        input_ids[b, S - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[b, S - len(p) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    input_ids, mask, pos = input_ids.to(device), mask.to(device), pos.to(device)
+    input_ids, mask, pos = _left_pad(prompts, pad, device)
+    S = input_ids.shape[1]
     seqs = [_Seq() for _ in range(B)]
 
     rec.extras = False
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    step = rec.take(L)
-    ids = step["ids"].reshape(B, S, L, -1).cpu().numpy()
+    ids = rec.take(L)["ids"].reshape(B, S, L, -1).cpu().numpy()
     for b, p in enumerate(prompts):
         seqs[b].prefill = ids[b, S - len(p) :]
     if progress is not None:
@@ -233,17 +280,7 @@ def _run_batch(
     active = [True] * B
     next_pos = pos[:, -1:] + 1
     for _ in range(cfg.max_new_tokens):
-        if cfg.sample:
-            probs = torch.softmax(logits.float() / cfg.temperature, dim=-1).cpu()
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-        else:
-            nxt = logits.float().argmax(-1).cpu()
-        fed = nxt.clone()
-        for b in range(B):
-            if active[b] and cfg.stop_on_eos and int(nxt[b]) in eos:
-                active[b] = False
-            if not active[b]:
-                fed[b] = pad
+        fed = _feed(_next_tokens(logits, cfg, gen), active, cfg, eos, pad)
         if not any(active):
             break
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
@@ -255,29 +292,7 @@ def _run_batch(
             past_key_values=past,
             use_cache=True,
         )
-        step = rec.take(L)
-        np_step = {
-            "ids": step["ids"].cpu().numpy(),
-            "w": step["w"].cpu().numpy(),
-        }
-        if "probs" in step:
-            np_step["probs"] = step["probs"].cpu().numpy()
-        for key in ("hidden", "rin"):
-            if key in step:
-                np_step[key] = clamp(step[key])
-        for b in range(B):
-            if not active[b]:
-                continue
-            s = seqs[b]
-            s.tokens.append(int(fed[b]))
-            s.ids.append(np_step["ids"][b])
-            s.w.append(np_step["w"][b])
-            if "probs" in np_step:
-                s.probs.append(np_step["probs"][b])
-            if "hidden" in np_step:
-                s.hidden.append(np_step["hidden"][b])
-            if "rin" in np_step:
-                s.rin.append(np_step["rin"][b])
+        _append_step(seqs, active, fed, _step_arrays(rec.take(L), clamp))
         if progress is not None:
             progress(sum(active))
         past = out.past_key_values

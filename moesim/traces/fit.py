@@ -423,42 +423,132 @@ def _with_v(q: FittedParams, v: np.ndarray) -> FittedParams:
     return r
 
 
-def fit_trace(
-    trace: Trace,
-    *,
-    rounds: int = 6,
-    fit_sequences: int = 96,
-    seed: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> FittedParams:
-    """Fit the generator's parameters to ``trace`` (deterministic for the same trace and seed)."""
-    L, E, k = trace.meta.num_layers, trace.meta.num_experts, trace.meta.top_k
-    if trace.num_tokens < 4:
-        fail("synth --like: the trace needs at least a few decode tokens to fit")
-    names, dom = _domains_of(trace)
-    D = len(names)
-    lengths = np.diff(np.asarray(trace.seq_offsets))
-    real_seqs = [np.asarray(trace.sequence(s)) for s in range(trace.num_sequences)]
-    lags = tuple(d for d in FIT_LAGS if d < max(2, int(lengths.max())))
-    weight_sum = None
-    if trace.weights is not None:
-        weight_sum = float(np.asarray(trace.weights, dtype=np.float64).sum(-1).mean())
-    target = _Target(
-        overlap=_overlap(real_seqs, L, E, lags),
-        freq=_freq(real_seqs, dom, D, L, E),
-        adj_mi=_adjacent_mi(real_seqs, L, E),
-        weight_sum=weight_sum,
-    )
-    # the fit simulates a spread-out subset of the real sequences (their domains and lengths)
-    step = max(1, math.ceil(trace.num_sequences / fit_sequences))
-    sub = np.arange(0, trace.num_sequences, step)
-    sub_dom = [int(dom[s]) for s in sub]
-    sub_len = [int(lengths[s]) for s in sub]
-    # smoothed real frequencies: an expert never seen in a domain still gets a small chance
-    pseudo = 0.5 / np.maximum(1, np.bincount(dom, weights=lengths, minlength=D))[:, None, None]
-    logf_real = np.log(target.freq + pseudo)
+@dataclass
+class _Fitter:
+    """The fit's moving parts: what it simulates, the target it matches and the best parameters seen."""
 
-    p = FittedParams(
+    base: FittedParams
+    target: _Target
+    sub_dom: list[int]
+    sub_len: list[int]
+    seed: int
+    lags: tuple[int, ...]
+    pseudo: np.ndarray
+    logf_real: np.ndarray
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, FittedParams] | None = None
+
+    def __post_init__(self) -> None:
+        # the nearest lags weigh most: consecutive-token reuse is what small caches live on
+        self.lag_w = np.array([3.0 if d == 1 else 1.5 if d == 2 else 1.0 for d in self.lags])
+
+    def simulate(self, q: FittedParams) -> list[np.ndarray]:
+        L, k = q.num_layers, q.top_k
+        out = []
+        for i, (d, T) in enumerate(zip(self.sub_dom, self.sub_len)):
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(9, i)))
+            out.append(
+                _sequence(rng, q.log_popularity[d], q, T, False)[0] if T else np.zeros((0, L, k), np.int64)
+            )
+        return out
+
+    def calibrate(self, q: FittedParams, sims: list[np.ndarray]) -> None:
+        """One IPF step on every (domain, layer) popularity vector (log-frequency correction)."""
+        D = len(q.domains)
+        logf_syn = np.log(_freq(sims, self.sub_dom, D, q.num_layers, q.num_experts) + self.pseudo)
+        q.log_popularity = q.log_popularity + (self.logf_real - logf_syn)
+        q.log_popularity -= q.log_popularity.max(-1, keepdims=True)
+
+    def evaluate(self, v: np.ndarray, A: np.ndarray) -> tuple[float, FittedParams, np.ndarray, float]:
+        q = _with_v(self.base, v)
+        L, E, target = q.num_layers, q.num_experts, self.target
+        q.log_popularity = A.copy()
+        for _ in range(3):  # re-calibrate popularity for these parameters (warm start)
+            self.calibrate(q, self.simulate(q))
+        sims = self.simulate(q)
+        ov = _overlap(sims, L, E, self.lags)
+        mi = _adjacent_mi(sims, L, E) if L > 1 else 0.0
+        # layer-mean overlap curve (what LRU/Belady feel) + relative adjacent-MI error
+        lag_w = self.lag_w
+        obj = float(np.sqrt((lag_w * (ov - target.overlap).mean(0) ** 2).sum() / lag_w.sum()))
+        if L > 1 and target.adj_mi > 0:  # weighted low: reuse structure matters most for caching
+            obj += 0.25 * abs(mi - target.adj_mi) / target.adj_mi
+        self.history.append(
+            {"objective": obj, "lag1_overlap": float(ov[:, 0].mean()), "adjacent_mi_bits": mi}
+        )
+        return obj, q, ov, mi
+
+    def keep(self, obj: float, q: FittedParams) -> None:
+        if self.best is None or obj < self.best[0]:
+            self.best = (obj, q)
+
+    def fit_transitions(self, v: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """Stage 1: transition strength alone (``v[4]``, in place), by secant steps in log beta on
+        the adjacent-layer MI. Returns the popularity to start stage 2 from."""
+        goal = self.target.adj_mi
+        pts: list[tuple[float, float]] = []
+        for _ in range(4):
+            obj, q, _, mi = self.evaluate(v, A)
+            self.keep(obj, q)
+            A = q.log_popularity
+            pts.append((v[4], mi))
+            if abs(mi - goal) < 0.02 * goal:
+                break
+            if len(pts) >= 2 and abs(pts[-1][1] - pts[-2][1]) > 1e-6 and pts[-1][0] != pts[-2][0]:
+                slope = (pts[-1][1] - pts[-2][1]) / (pts[-1][0] - pts[-2][0])
+                dv = (goal - mi) / slope if slope > 0 else 0.5
+            else:
+                dv = 0.7 if mi < goal else -0.7
+            v[4] += float(np.clip(dv, -1.0, 1.0))
+        return A
+
+    def lm_round(self, state: _LMState, h: float = 0.2) -> bool:
+        """Stage 2, one Levenberg-Marquardt round on the four temporal coordinates. A step is taken
+        only if it lowers the objective (else the damping grows and the step shrinks), so the fit
+        cannot diverge. Returns whether a step was taken."""
+        A = state.q.log_popularity
+        lag_w = self.lag_w
+        r = (state.ov - self.target.overlap).mean(0)
+        J = np.zeros((len(self.lags), 4))
+        for j in range(4):
+            vv = state.v.copy()
+            vv[j] += h
+            J[:, j] = (self.evaluate(vv, A)[2].mean(0) - state.ov.mean(0)) / h
+        Jw, rw = J * np.sqrt(lag_w)[:, None], r * np.sqrt(lag_w)
+        JtJ = Jw.T @ Jw
+        for _ in range(3):
+            lam = state.lam_scale * np.trace(JtJ) / 4 + 1e-9
+            cand = state.v.copy()
+            cand[:4] += np.clip(-np.linalg.solve(JtJ + lam * np.eye(4), Jw.T @ rw), -0.5, 0.5)
+            cand[0] = np.clip(cand[0], math.log(0.05), math.log(20.0))
+            cand[1] = np.clip(cand[1], math.log(1e-3), math.log(20.0))
+            cand[2:4] = np.clip(cand[2:4], -8.0, 8.0)
+            c_obj, c_q, c_ov, c_mi = self.evaluate(cand, A)
+            if c_obj < state.obj:
+                state.v, state.obj, state.q, state.ov, state.mi = cand, c_obj, c_q, c_ov, c_mi
+                self.keep(c_obj, c_q)
+                state.lam_scale = max(0.02, state.lam_scale / 2)
+                return True
+            state.lam_scale *= 4
+        return False
+
+
+@dataclass
+class _LMState:
+    v: np.ndarray
+    obj: float
+    q: FittedParams
+    ov: np.ndarray
+    mi: float
+    lam_scale: float = 0.1
+
+
+def _start(
+    trace: Trace, names: list[str], dom: np.ndarray, lengths: np.ndarray, logf_real: np.ndarray
+) -> FittedParams:
+    """The generator's starting parameters for ``trace``."""
+    L, E, k, D = trace.meta.num_layers, trace.meta.num_experts, trace.meta.top_k, len(names)
+    return FittedParams(
         model=trace.meta.model,
         num_layers=L,
         num_experts=E,
@@ -477,107 +567,9 @@ def fit_trace(
         source=f"{trace.path or trace.meta.model} ({trace.num_sequences} sequences, {trace.num_tokens} decode tokens)",
     )
 
-    def simulate(q: FittedParams) -> list[np.ndarray]:
-        out = []
-        for i, (d, T) in enumerate(zip(sub_dom, sub_len)):
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9, i)))
-            out.append(
-                _sequence(rng, q.log_popularity[d], q, T, False)[0] if T else np.zeros((0, L, k), np.int64)
-            )
-        return out
 
-    def calibrate(q: FittedParams, sims: list[np.ndarray]) -> None:
-        """One IPF step on every (domain, layer) popularity vector (log-frequency correction)."""
-        logf_syn = np.log(_freq(sims, sub_dom, D, L, E) + pseudo)
-        q.log_popularity = q.log_popularity + (logf_real - logf_syn)
-        q.log_popularity -= q.log_popularity.max(-1, keepdims=True)
-
-    history: list[dict[str, Any]] = []
-    # the nearest lags weigh most: consecutive-token reuse is what small caches live on
-    lag_w = np.array([3.0 if d == 1 else 1.5 if d == 2 else 1.0 for d in lags])
-
-    def evaluate(v: np.ndarray, A: np.ndarray) -> tuple[float, FittedParams, np.ndarray, float]:
-        q = _with_v(p, v)
-        q.log_popularity = A.copy()
-        for _ in range(3):  # re-calibrate popularity for these parameters (warm start)
-            calibrate(q, simulate(q))
-        sims = simulate(q)
-        ov = _overlap(sims, L, E, lags)
-        mi = _adjacent_mi(sims, L, E) if L > 1 else 0.0
-        # layer-mean overlap curve (what LRU/Belady feel) + relative adjacent-MI error
-        obj = float(np.sqrt((lag_w * (ov - target.overlap).mean(0) ** 2).sum() / lag_w.sum()))
-        if L > 1 and target.adj_mi > 0:  # weighted low: reuse structure matters most for caching
-            obj += 0.25 * abs(mi - target.adj_mi) / target.adj_mi
-        history.append({"objective": obj, "lag1_overlap": float(ov[:, 0].mean()), "adjacent_mi_bits": mi})
-        return obj, q, ov, mi
-
-    v = np.array([0.0, math.log(0.5), math.log(0.4 / 0.55), math.log(0.98 / 0.019), math.log(0.5)])
-    A = p.log_popularity
-    best: tuple[float, FittedParams] | None = None
-
-    def keep(obj: float, q: FittedParams) -> None:
-        nonlocal best
-        if best is None or obj < best[0]:
-            best = (obj, q)
-
-    # Stage 1: transition strength alone, by secant steps in log beta on the adjacent-layer MI.
-    if L > 1:
-        pts: list[tuple[float, float]] = []
-        for _ in range(4):
-            obj, q, ov, mi = evaluate(v, A)
-            keep(obj, q)
-            A = q.log_popularity
-            pts.append((v[4], mi))
-            if abs(mi - target.adj_mi) < 0.02 * target.adj_mi:
-                break
-            if len(pts) >= 2 and abs(pts[-1][1] - pts[-2][1]) > 1e-6 and pts[-1][0] != pts[-2][0]:
-                slope = (pts[-1][1] - pts[-2][1]) / (pts[-1][0] - pts[-2][0])
-                dv = (target.adj_mi - mi) / slope if slope > 0 else 0.5
-            else:
-                dv = 0.7 if mi < target.adj_mi else -0.7
-            v[4] += float(np.clip(dv, -1.0, 1.0))
-    # Stage 2: Levenberg-Marquardt on the layer-mean overlap-by-lag curve over the four temporal
-    # coordinates, every evaluation re-calibrating popularity. A step is taken only if it lowers
-    # the objective (else the damping grows and the step shrinks), so the fit cannot diverge.
-    h = 0.2
-    obj, q, ov, mi = evaluate(v, A)
-    keep(obj, q)
-    lam_scale = 0.1
-    for rnd in range(rounds):
-        A = q.log_popularity
-        r = (ov - target.overlap).mean(0)
-        J = np.zeros((len(lags), 4))
-        for j in range(4):
-            vv = v.copy()
-            vv[j] += h
-            J[:, j] = (evaluate(vv, A)[2].mean(0) - ov.mean(0)) / h
-        Jw, rw = J * np.sqrt(lag_w)[:, None], r * np.sqrt(lag_w)
-        JtJ = Jw.T @ Jw
-        accepted = False
-        for _ in range(3):
-            lam = lam_scale * np.trace(JtJ) / 4 + 1e-9
-            cand = v.copy()
-            cand[:4] += np.clip(-np.linalg.solve(JtJ + lam * np.eye(4), Jw.T @ rw), -0.5, 0.5)
-            cand[0] = np.clip(cand[0], math.log(0.05), math.log(20.0))
-            cand[1] = np.clip(cand[1], math.log(1e-3), math.log(20.0))
-            cand[2:4] = np.clip(cand[2:4], -8.0, 8.0)
-            c_obj, c_q, c_ov, c_mi = evaluate(cand, A)
-            if c_obj < obj:
-                v, obj, q, ov, mi, accepted = cand, c_obj, c_q, c_ov, c_mi, True
-                keep(obj, q)
-                lam_scale = max(0.02, lam_scale / 2)
-                break
-            lam_scale *= 4
-        if log is not None:
-            log(
-                f"fit round {rnd}: objective {obj:.4f}; lag-1 overlap {ov[:, 0].mean():.3f} vs real "
-                f"{target.overlap[:, 0].mean():.3f}, adjacent MI {mi:.3f} vs {target.adj_mi:.3f} bits"
-            )
-        if not accepted and lam_scale > 100:
-            break
-    assert best is not None
-    p = best[1]
-    v = np.array(
+def _coordinates(p: FittedParams) -> np.ndarray:
+    return np.array(
         [
             math.log(p.sigma_tok[0]),
             math.log(p.sigma_seq[0]),
@@ -586,16 +578,74 @@ def fit_trace(
             math.log(p.cross_layer) if p.cross_layer > 0 else 0.0,
         ]
     )
+
+
+def fit_trace(
+    trace: Trace,
+    *,
+    rounds: int = 6,
+    fit_sequences: int = 96,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> FittedParams:
+    """Fit the generator's parameters to ``trace`` (deterministic for the same trace and seed)."""
+    L, E = trace.meta.num_layers, trace.meta.num_experts
+    if trace.num_tokens < 4:
+        fail("synth --like: the trace needs at least a few decode tokens to fit")
+    names, dom = _domains_of(trace)
+    D = len(names)
+    lengths = np.diff(np.asarray(trace.seq_offsets))
+    real_seqs = [np.asarray(trace.sequence(s)) for s in range(trace.num_sequences)]
+    lags = tuple(d for d in FIT_LAGS if d < max(2, int(lengths.max())))
+    weight_sum = None
+    if trace.weights is not None:
+        weight_sum = float(np.asarray(trace.weights, dtype=np.float64).sum(-1).mean())
+    target = _Target(
+        overlap=_overlap(real_seqs, L, E, lags),
+        freq=_freq(real_seqs, dom, D, L, E),
+        adj_mi=_adjacent_mi(real_seqs, L, E),
+        weight_sum=weight_sum,
+    )
+    # the fit simulates a spread-out subset of the real sequences (their domains and lengths)
+    sub = np.arange(0, trace.num_sequences, max(1, math.ceil(trace.num_sequences / fit_sequences)))
+    # smoothed real frequencies: an expert never seen in a domain still gets a small chance
+    pseudo = 0.5 / np.maximum(1, np.bincount(dom, weights=lengths, minlength=D))[:, None, None]
+    logf_real = np.log(target.freq + pseudo)
+    fitter = _Fitter(
+        base=_start(trace, names, dom, lengths, logf_real),
+        target=target,
+        sub_dom=[int(dom[s]) for s in sub],
+        sub_len=[int(lengths[s]) for s in sub],
+        seed=seed,
+        lags=lags,
+        pseudo=pseudo,
+        logf_real=logf_real,
+    )
+    v = np.array([0.0, math.log(0.5), math.log(0.4 / 0.55), math.log(0.98 / 0.019), math.log(0.5)])
+    A = fitter.fit_transitions(v, fitter.base.log_popularity) if L > 1 else fitter.base.log_popularity
+    state = _LMState(v, *fitter.evaluate(v, A))
+    fitter.keep(state.obj, state.q)
+    for rnd in range(rounds):
+        accepted = fitter.lm_round(state)
+        if log is not None:
+            log(
+                f"fit round {rnd}: objective {state.obj:.4f}; lag-1 overlap {state.ov[:, 0].mean():.3f} vs real "
+                f"{target.overlap[:, 0].mean():.3f}, adjacent MI {state.mi:.3f} vs {target.adj_mi:.3f} bits"
+            )
+        if not accepted and state.lam_scale > 100:
+            break
+    assert fitter.best is not None
+    p = fitter.best[1]
     # No further popularity passes here: the kept parameters are exactly the evaluated ones.
     if target.weight_sum is not None:
-        p.temperature = _fit_temperature(p, sub_dom, sub_len, seed, target.weight_sum)
-    final = simulate(p)
+        p.temperature = _fit_temperature(p, fitter.sub_dom, fitter.sub_len, seed, target.weight_sum)
+    final = fitter.simulate(p)
     ov = _overlap(final, L, E, lags)
     p.fit = {
         "rounds": rounds,
-        "evaluations": len(history),
-        "objective": round(best[0], 5),
-        "coordinates": dict(zip(_COORDS, [round(float(x), 5) for x in v])),
+        "evaluations": len(fitter.history),
+        "objective": round(fitter.best[0], 5),
+        "coordinates": dict(zip(_COORDS, [round(float(x), 5) for x in _coordinates(p)])),
         "fit_sequences": len(sub),
         "seed": seed,
         "lags": list(lags),
@@ -604,7 +654,7 @@ def fit_trace(
         "real_adjacent_mi_bits": round(target.adj_mi, 4),
         "synthetic_adjacent_mi_bits": round(_adjacent_mi(final, L, E), 4) if L > 1 else 0.0,
         "real_weight_sum": None if weight_sum is None else round(weight_sum, 4),
-        "history": [{k2: round(x, 4) for k2, x in h_.items()} for h_ in history],
+        "history": [{k2: round(x, 4) for k2, x in h_.items()} for h_ in fitter.history],
     }
     return p
 
