@@ -89,17 +89,11 @@ MEASUREMENTS: dict[int, LinkMeasurement] = {
 
 def _check(gen: int, lanes: int, memory: str = "pinned") -> None:
     if isinstance(gen, bool) or not isinstance(gen, int) or gen not in PCIE_LANE_GBPS:
-        raise MoesimInputError(
-            f"hardware.pcie_gen must be one of {sorted(PCIE_LANE_GBPS)} (got {gen!r})"
-        )
+        raise MoesimInputError(f"hardware.pcie_gen must be one of {sorted(PCIE_LANE_GBPS)} (got {gen!r})")
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in ALLOWED_LANES:
-        raise MoesimInputError(
-            f"hardware.pcie_lanes must be one of {list(ALLOWED_LANES)} (got {lanes!r})"
-        )
+        raise MoesimInputError(f"hardware.pcie_lanes must be one of {list(ALLOWED_LANES)} (got {lanes!r})")
     if memory not in MEMORY_KINDS:
-        raise MoesimInputError(
-            f"hardware.host_memory must be one of {list(MEMORY_KINDS)} (got {memory!r})"
-        )
+        raise MoesimInputError(f"hardware.host_memory must be one of {list(MEMORY_KINDS)} (got {memory!r})")
 
 
 def theoretical_gbps(gen: int, lanes: int) -> float:

@@ -43,8 +43,13 @@ class DenseBytes:
     @property
     def total(self) -> int:
         return (
-            self.attention + self.norms + self.router + self.shared_experts + self.dense_ffn
-            + self.embedding + self.lm_head
+            self.attention
+            + self.norms
+            + self.router
+            + self.shared_experts
+            + self.dense_ffn
+            + self.embedding
+            + self.lm_head
         )
 
 
@@ -153,7 +158,9 @@ def check_gpu_memory(
     else:
         raise MoesimInputError("the memory check needs a device or hardware.memory_gb")
     per_expert = (
-        float(model.expert_bytes) if expert_dtype is None else get_format(expert_dtype).bytes_per_expert(model)
+        float(model.expert_bytes)
+        if expert_dtype is None
+        else get_format(expert_dtype).bytes_per_expert(model)
     )
     return MemoryCheck(
         model=model.name,

@@ -94,7 +94,9 @@ def _fields(cls: type, raw: Any, where: str) -> dict[str, Any]:
     allowed = {f.name for f in fields(cls)} - {"key", "file"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise MoesimInputError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        raise MoesimInputError(
+            f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
     missing = sorted(required - set(raw) - {"key", "file"})
     if missing:
@@ -158,7 +160,9 @@ def load_catalog(path: str | Path | None = None) -> tuple[dict[str, PublishedSou
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue
-        s, c = parse_catalog(entry.read_text(encoding="utf-8"), f"moesim/validation/{PACKAGE_DIR}/{entry.name}")
+        s, c = parse_catalog(
+            entry.read_text(encoding="utf-8"), f"moesim/validation/{PACKAGE_DIR}/{entry.name}"
+        )
         sources.update(s)
         cases.extend(c)
     return sources, cases
