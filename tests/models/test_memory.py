@@ -89,3 +89,10 @@ def test_sliding_window_caps_the_kv_cache(mixtral) -> None:
 def test_bad_inputs(mixtral, kwargs, needle) -> None:
     with pytest.raises(MoesimInputError, match=needle):
         check_gpu_memory(mixtral, **kwargs)
+
+
+def test_reproduces_the_papers_unquantised_model_sizes(mixtral) -> None:
+    """mixtral-offloading Table 1 (GiB): FP16 everywhere 86.99; 4-bit HQQ attention, FP16 experts 85.16."""
+    experts = 32 * 8 * mixtral.expert_bytes
+    assert round((dense_bytes(mixtral).total + experts) / GIB, 2) == 86.99
+    assert round((dense_bytes(mixtral, "hqq4").total + experts) / GIB, 2) == 85.16
