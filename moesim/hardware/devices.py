@@ -11,11 +11,12 @@ from typing import Any
 import yaml
 
 from moesim.errors import MoesimInputError
+from moesim.hardware.pcie import MEASUREMENTS, PCIE_LANE_GBPS, measured_efficiency
 
 DEVICES_FILE = "moesim/hardware/data/devices.yaml"
-
-# Usable bytes per lane per second after 128b/130b line coding (GB/s): 8, 16, 32 GT/s x 128/130 / 8.
-PCIE_LANE_GBPS: dict[int, float] = {3: 8 * 128 / 130 / 8, 4: 16 * 128 / 130 / 8, 5: 32 * 128 / 130 / 8}
+# A device opts in to the per-generation measured efficiency (moesim.hardware.pcie) with this
+# value of pcie_efficiency; the older entries keep their flat 0.8 so their profiles stay identical.
+MEASURED = "measured"
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,29 @@ def _build(cls: type, key: str, raw: Any, where: str) -> Any:
     return cls(**kw)
 
 
+def _resolve_measured(key: str, raw: Any) -> Any:
+    """Swap ``pcie_efficiency: measured`` for the generation's measured fraction, citing it."""
+    if not isinstance(raw, dict) or raw.get("pcie_efficiency") != MEASURED:
+        return raw
+    gen = raw.get("pcie_gen")
+    if gen not in MEASUREMENTS:
+        raise MoesimInputError(
+            f"{DEVICES_FILE}: {key}.pcie_efficiency: measured needs pcie_gen in "
+            f"{sorted(MEASUREMENTS)} (got {gen!r}); give a fraction instead"
+        )
+    m = MEASUREMENTS[gen]
+    cite = f"pcie_efficiency {m.efficiency:.4f} = measured {m.gbps:g} GB/s / Gen{gen} x16: {m.source}"
+    return {**raw, "pcie_efficiency": measured_efficiency(gen), "sources": [*raw.get("sources", []), cite]}
+
+
 @lru_cache(maxsize=1)
 def _catalog() -> tuple[dict[str, DeviceSpec], dict[str, CpuSpec], dict[str, Any]]:
     text = resources.files("moesim.hardware").joinpath("data/devices.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     cpus = {k: _build(CpuSpec, k, v, DEVICES_FILE) for k, v in data["cpus"].items()}
-    devices = {k: _build(DeviceSpec, k, v, DEVICES_FILE) for k, v in data["devices"].items()}
+    devices = {
+        k: _build(DeviceSpec, k, _resolve_measured(k, v), DEVICES_FILE) for k, v in data["devices"].items()
+    }
     for d in devices.values():
         if d.pcie_gen not in PCIE_LANE_GBPS:
             raise MoesimInputError(

@@ -53,6 +53,11 @@ class ModelSpec:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def expert_matrix_params(self) -> int:
+        """Weights of one routed expert's gate, up and down matrices (3 x H x I; biases excluded)."""
+        return 3 * self.hidden_size * self.expert_intermediate_size
+
+    @property
     def num_moe_layers(self) -> int:
         return len(self.moe_layer_indices)
 
