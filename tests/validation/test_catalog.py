@@ -8,9 +8,9 @@ import pytest
 
 from moesim.errors import MoesimInputError
 from moesim.hardware import get_device
+from moesim.hardware.memory import check_gpu_memory
 from moesim.hardware.pcie import link_gbps
 from moesim.models import get_model
-from moesim.models.memory import check_gpu_memory
 from moesim.models.precision import get_format
 from moesim.validation import load_catalog
 from moesim.validation.catalog import parse_catalog

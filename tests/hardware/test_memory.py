@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from moesim.errors import MoesimInputError
+from moesim.hardware.memory import GIB, check_gpu_memory, dense_bytes, kv_cache_bytes
 from moesim.models import get_model
-from moesim.models.memory import GIB, check_gpu_memory, dense_bytes, kv_cache_bytes
 
 # Mixtral-8x7B: H 4096, 32 layers (all MoE), 32 q / 8 kv heads of 128, vocab 32000, 8 experts.
 ATTN_PARAMS = 4096 * 128 * (2 * 32 + 2 * 8)  # q, o: 4096x4096; k, v: 4096x1024 -> 41,943,040
