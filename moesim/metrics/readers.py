@@ -76,7 +76,9 @@ def read_json_file(path: Path, what: str = "JSON file", fix: str = "") -> Any:
 def read_json_object(path: Path, what: str = "JSON file", fix: str = "") -> dict[str, Any]:
     doc = read_json_file(path, what, fix)
     if not isinstance(doc, dict):
-        fail(f"{path}: top level is a JSON {type(doc).__name__}, expected an object{'; ' + fix if fix else ''}")
+        fail(
+            f"{path}: top level is a JSON {type(doc).__name__}, expected an object{'; ' + fix if fix else ''}"
+        )
     return doc
 
 

@@ -76,7 +76,9 @@ def _parse(path: Path) -> list[_Seq]:
             fail(f"{path} line {n}: mixes token_idx and token_pos records for {key[0]}/{key[1]}")
         at = f"{path} line {n}"
         layer = strict_int(rec["layer"], f"{at}: layer")
-        pos = strict_int(rec["token_pos" if raw else "token_idx"], f"{at}: {'token_pos' if raw else 'token_idx'}")
+        pos = strict_int(
+            rec["token_pos" if raw else "token_idx"], f"{at}: {'token_pos' if raw else 'token_idx'}"
+        )
         ex = strict_int_list(rec["experts"], f"{at}: experts")
         pr = strict_float_list(rec["gating_probs"], f"{at}: gating_probs")
         if not ex:

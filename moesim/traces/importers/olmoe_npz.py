@@ -18,8 +18,8 @@ from moesim.metrics.readers import read_json_file
 from moesim.traces.importers._common import (
     describe_sources,
     expand_sources,
-    offsets_from_lengths,
     npy_header,
+    offsets_from_lengths,
     strict_int,
     strict_int_list,
 )
@@ -120,8 +120,14 @@ def _check_arrays(path: Path, a: dict[str, np.ndarray]) -> None:
         arr = a[key]
         want_kind = "f" if key == "router_weights" else "iu"
         if arr.dtype.kind not in want_kind:
-            fail(f"{path}: {key} has dtype {arr.dtype}, expected {'float' if want_kind == 'f' else 'integer'}")
-        if arr.ndim < 1 or len(arr) != n or (arr.ndim != 1) != (key in ("requested_expert_ids", "router_weights")):
+            fail(
+                f"{path}: {key} has dtype {arr.dtype}, expected {'float' if want_kind == 'f' else 'integer'}"
+            )
+        if (
+            arr.ndim < 1
+            or len(arr) != n
+            or (arr.ndim != 1) != (key in ("requested_expert_ids", "router_weights"))
+        ):
             fail(f"{path}: {key} has shape {arr.shape}; expected one row per (token, layer) ({n} rows)")
     tid = a["token_id"]
     if len(tid) and (int(tid.min()) < 0 or int(tid.max()) > np.iinfo(np.int32).max):

@@ -153,7 +153,9 @@ def _int_column(
     s = rows.frame[col]
     bad_type = _first_non_number(rows, s)
     if bad_type is not None:
-        fail(f"{rows.loc(bad_type)}: {describe(bad_type)}{col} is {_short(s.iloc[bad_type])}, expected an integer")
+        fail(
+            f"{rows.loc(bad_type)}: {describe(bad_type)}{col} is {_short(s.iloc[bad_type])}, expected an integer"
+        )
     num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(np.isnan(num) | (num % 1 != 0))
@@ -201,11 +203,15 @@ def _scalar_column(
 ) -> np.ndarray:
     bad_type = _first_non_number(rows, s)
     if bad_type is not None:
-        fail(f"{rows.loc(bad_type)}: {describe(bad_type)}{what} column {col!r} holds {_short(s.iloc[bad_type])}, not a number")
+        fail(
+            f"{rows.loc(bad_type)}: {describe(bad_type)}{what} column {col!r} holds {_short(s.iloc[bad_type])}, not a number"
+        )
     num = pd.to_numeric(s, errors="coerce")
     if num.isna().any():
         i = int(np.flatnonzero(num.isna().to_numpy())[0])
-        fail(f"{rows.loc(i)}: {describe(i)}{what} {_short(s.iloc[i])} (column {col!r}) is not a number or a JSON array")
+        fail(
+            f"{rows.loc(i)}: {describe(i)}{what} {_short(s.iloc[i])} (column {col!r}) is not a number or a JSON array"
+        )
     return num.to_numpy(dtype=np.float64)
 
 
@@ -213,7 +219,8 @@ def _number_list(v: Any) -> bool:
     if isinstance(v, np.ndarray):
         return v.ndim == 1 and v.dtype.kind in "iuf"
     return isinstance(v, (list, tuple)) and all(
-        isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)) for x in v
+        isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+        for x in v
     )
 
 
@@ -258,14 +265,18 @@ def _parse_text_lists(
     framed = (text.str.startswith("[") & text.str.endswith("]")).to_numpy()
     if not framed.all():
         i = int(np.flatnonzero(~framed)[0])
-        fail(f"{rows.loc(i)}: {describe(i)}{what} {_short(s.iloc[i])} is not a JSON array of numbers (column {col!r})")
+        fail(
+            f"{rows.loc(i)}: {describe(i)}{what} {_short(s.iloc[i])} is not a JSON array of numbers (column {col!r})"
+        )
     # Vectorised fast path: strip brackets, split on commas, parse all numbers at once.
     inner = text.str.slice(1, -1)
     lens = np.array(inner.str.count(",") + 1, dtype=np.int64)  # a copy: pandas may hand out read-only views
     lens[inner.str.strip().to_numpy(dtype=object) == ""] = 0
     _check_lengths(rows, lens, col, what, describe)
-    parts = ",".join(inner.tolist()).split(",")
-    ok = not any("[" in p or "]" in p for p in parts)
+    joined = ",".join(inner.tolist())
+    ok = "[" not in joined and "]" not in joined  # nested arrays go to the slow path and are refused
+    parts = joined.split(",")
+    del joined
     flat = None
     if ok:
         try:
@@ -550,7 +561,11 @@ def _parse_all(paths: Sequence[Path], opts: dict[str, Any]) -> tuple[list[_Part]
         fail(f"{paths[0]}: the table has no rows")
     assert cols is not None
     where = _Rows(
-        None, list(paths), kinds, np.concatenate([p.file_of for p in parts]), np.concatenate([p.line_of for p in parts])
+        None,
+        list(paths),
+        kinds,
+        np.concatenate([p.file_of for p in parts]),
+        np.concatenate([p.line_of for p in parts]),
     )
     return parts, where, cols, st
 
@@ -629,7 +644,9 @@ def import_table(
         pre = np.empty((int(pre_off[-1]) * L, k), dtype=np.int64)
         pre[pcell] = ex_i[prefill_idx]
         pre = pre.reshape(-1, L, k)
-    token_ids = _token_ids(rows, cols.token_id, tid, decode_idx, tok_row, N, where_cell) if tid is not None else None
+    token_ids = (
+        _token_ids(rows, cols.token_id, tid, decode_idx, tok_row, N, where_cell) if tid is not None else None
+    )
     domains, seq_domain = _domains(rows, cols.domain, dom, st, domain, seq, num_seq, where_seq)
 
     notes = [f"table import of {describe_sources(paths)} ({st.rows} rows)"]
@@ -749,7 +766,9 @@ def _domains(
     seq_name = names[seq_code]
     domains = [d for d in ordered_unique(seq_name.tolist()) if d != ""]
     if len(domains) > np.iinfo(np.int16).max:
-        fail(f"{rows.files[0]}: {len(domains)} distinct domains; at most {np.iinfo(np.int16).max} are supported")
+        fail(
+            f"{rows.files[0]}: {len(domains)} distinct domains; at most {np.iinfo(np.int16).max} are supported"
+        )
     lookup = {d: i for i, d in enumerate(domains)}
     seq_domain = np.array([lookup.get(d, -1) for d in seq_name], dtype=np.int16)
     return domains, seq_domain
