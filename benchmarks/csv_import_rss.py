@@ -58,6 +58,7 @@ def main() -> int:
         proc = subprocess.run(
             [sys.executable, "-m", "moesim.cli.main", "trace", "import", "-f", "table", str(csv), "--out", str(out)],
             env=env,
+            cwd=tmp,  # the code imported is the one PYTHONPATH names, not the current directory's
             capture_output=True,
             text=True,
         )
