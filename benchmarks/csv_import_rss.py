@@ -56,7 +56,18 @@ def main() -> int:
         t0 = time.perf_counter()
         env = dict(os.environ)
         proc = subprocess.run(
-            [sys.executable, "-m", "moesim.cli.main", "trace", "import", "-f", "table", str(csv), "--out", str(out)],
+            [
+                sys.executable,
+                "-m",
+                "moesim.cli.main",
+                "trace",
+                "import",
+                "-f",
+                "table",
+                str(csv),
+                "--out",
+                str(out),
+            ],
             env=env,
             cwd=tmp,  # the code imported is the one PYTHONPATH names, not the current directory's
             capture_output=True,
