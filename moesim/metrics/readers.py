@@ -115,3 +115,87 @@ def require_fields(doc: dict[str, Any], path: Path, spec: dict[str, type | tuple
 def _names(types: type | tuple[type, ...]) -> str:
     ts = types if isinstance(types, tuple) else (types,)
     return " or ".join(t.__name__ for t in ts)
+
+
+# What `moesim report` reads from a run directory. Numbers it computes with must be numbers; the
+# ones it only prints may also be null or a string (non-finite values are written as strings).
+_NUM = (int, float)
+_SHOWN = (int, float, str, type(None))
+RUN_SUMMARY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "counts.tokens": int,
+    "counts.hit_rate": _SHOWN,
+    "counts.late_hits": _SHOWN,
+    "counts.misses": _SHOWN,
+    "latency.tpot_ms.mean": _SHOWN,
+    "latency.tpot_ms.p50": _SHOWN,
+    "latency.tpot_ms.p90": _SHOWN,
+    "latency.tpot_ms.p99": _SHOWN,
+    "latency.compute_only_tpot_ms": _SHOWN,
+    "latency.stall_ms_total": _SHOWN,
+    "traffic.bytes_h2d": _SHOWN,
+    "traffic.bytes_demand": _NUM,
+    "traffic.bytes_prefetch": _NUM,
+    "traffic.bytes_prefetch_wasted": _NUM,
+    "traffic.bytes_on_demand_baseline": _NUM,
+    "traffic.ratio_bytes_vs_on_demand": _SHOWN,
+    "prefetch.issued": _NUM,
+    "prefetch.useful": _NUM,
+    "prefetch.late": _NUM,
+    "prefetch.wasted": _NUM,
+    "prefetch.cancelled": _NUM,
+    "prefetch.lead_time_ms_mean": _SHOWN,
+    "prefetch.slack_ms_mean": _SHOWN,
+    "cache.evictions": _SHOWN,
+    "cache.churn": _SHOWN,
+    "cache.refetches": _SHOWN,
+}
+RUN_TABLE_COLUMNS = {
+    "tokens": ("batch", "tpot_ms", "stall_ms", "misses", "late_hits", "bytes_h2d"),
+    "layers": (
+        "layer",
+        "accesses",
+        "misses",
+        "late_hits",
+        "hit_rate",
+        "stall_ms",
+        "bytes_demand",
+        "bytes_prefetch",
+        "bytes_prefetch_wasted",
+    ),
+    "run_extras": ("lead_ms", "slack_ms"),
+}
+
+
+def check_run_summary(summary: dict[str, Any], path: Path) -> None:
+    require_fields(summary, path, RUN_SUMMARY_FIELDS)
+    for key in ("provenance", "provenance.scenario"):
+        node: Any = summary
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            fail(f"{path}: field {key!r} must be an object; re-create the result")
+
+
+def check_table_columns(table: Any, path: Path, columns: tuple[str, ...]) -> None:
+    """Each named column is present and numeric (what the report computes with)."""
+    import pandas as pd
+
+    for col in columns:
+        if col not in table.columns:
+            fail(f"{path}: column {col!r} is missing; re-create the result")
+        s = table[col]
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            fail(f"{path}: column {col!r} has dtype {s.dtype}, expected numbers; re-create the result")
+
+
+def check_point_index(table: Any, path: Path, n_points: int) -> None:
+    """A sweep table's ``point`` column holds integers in [0, n_points)."""
+    import pandas as pd
+
+    if "point" not in table.columns or not pd.api.types.is_integer_dtype(table["point"]):
+        fail(f"{path}: column 'point' is missing or not integer; re-create the result")
+    p = table["point"].to_numpy()
+    if len(p) and (p.min() < 0 or p.max() >= n_points):
+        fail(
+            f"{path}: column 'point' holds {int(p.max())} but there are {n_points} points; re-create the result"
+        )

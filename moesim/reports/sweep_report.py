@@ -4,13 +4,13 @@ against the swept keys. A comparison directory also gets its comparison page reb
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.experiments.sweep import PARAM_PREFIX, read_table
+from moesim.experiments.sweep import PARAM_PREFIX
+from moesim.metrics.readers import read_json_object, read_result_table
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.waste import write_csv
 
@@ -105,11 +105,11 @@ def build_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "results.parquet").is_file():
         fail(f"{sweep_dir}: no results.parquet; give a directory written by moesim sweep or moesim compare")
-    table = read_table(sweep_dir)
+    table = read_result_table(sweep_dir / "results.parquet")
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     manifest = {}
     if (sweep_dir / "sweep.json").is_file():
-        manifest = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+        manifest = read_json_object(sweep_dir / "sweep.json", "sweep manifest", "re-create the sweep")
     keys = [c[len(PARAM_PREFIX) :] for c in table.columns if c.startswith(PARAM_PREFIX)]
     wt = waste_table(table)
     write_csv(out / "waste_by_point.csv", wt)

@@ -7,7 +7,6 @@ embedded, PNG copies in ``figures/``) and the CSVs behind every figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,13 @@ import pandas as pd
 
 from moesim.errors import fail
 from moesim.io import atomic_write_text
+from moesim.metrics.readers import (
+    RUN_TABLE_COLUMNS,
+    check_run_summary,
+    check_table_columns,
+    read_json_object,
+    read_result_table,
+)
 from moesim.reports.html import HtmlReport, pyplot
 
 GIB = 2**30
@@ -23,10 +29,12 @@ MIB = 2**20
 
 
 def _read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+    for ext in ("parquet", "csv"):
         path = run_dir / f"{name}.{ext}"
         if path.is_file():
-            return reader(path)
+            table = read_result_table(path)
+            check_table_columns(table, path, RUN_TABLE_COLUMNS[name])
+            return table
     return None
 
 
@@ -34,10 +42,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     spath = run_dir / "summary.json"
     if not spath.is_file():
         fail(f"{run_dir}: no summary.json; give a directory written by moesim run --out (or a sweep --out)")
-    try:
-        summary = json.loads(spath.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        fail(f"{spath}: not valid JSON ({exc})")
+    summary = read_json_object(spath, "run summary", "re-create the result")
+    check_run_summary(summary, spath)
     tokens = _read_table(run_dir, "tokens")
     layers = _read_table(run_dir, "layers")
     if tokens is None or layers is None:
