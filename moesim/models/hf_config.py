@@ -476,7 +476,7 @@ def model_from_hf_config(
     """
     outer, where, default_name, source = _load(path_or_dict)
     model_type = outer.get("model_type")
-    if model_type not in _PARSERS:
+    if not isinstance(model_type, str) or model_type not in _PARSERS:
         raise MoesimInputError(
             f"{where}: key 'model_type' is {model_type!r}, which is not supported; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"

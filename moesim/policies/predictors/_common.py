@@ -409,6 +409,24 @@ def save_model_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], con
     return path
 
 
+def check_model_config(
+    path: Any, cfg: dict[str, Any], ints: Sequence[str], floats: Sequence[str] = ()
+) -> None:
+    """Refuse a model config whose sizes are not positive integers (booleans, strings and
+    fractions included) or whose rates are not finite numbers in [0, 1]: nothing is built from it."""
+    for key in ints:
+        v, hi = cfg.get(key), 256 if key == "threads" else _MODEL_INT_MAX
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            fail(f"{path}: model config {key} is {v!r}; expected an integer in [1, {hi}]")
+    for key in floats:
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            fail(f"{path}: model config {key} is {v!r}; expected a number in [0, 1]")
+
+
+_MODEL_INT_MAX = 1 << 24
+
+
 def load_model_file(path: str | os.PathLike, expect: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a model written by :func:`save_model_file`; ``expect`` is the predictor name it must be for."""
     path = Path(path).expanduser()
@@ -442,7 +460,7 @@ def load_model_file(path: str | os.PathLike, expect: str) -> tuple[dict[str, np.
         raise
     except Exception as exc:  # a corrupt file: torch, safetensors and json each raise their own types
         fail(
-            f"{path}: cannot read predictor model ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
+            f"{path}: cannot read predictor model ({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
         )
     if not isinstance(config, dict):
         fail(f"{path}: model config is a JSON {type(config).__name__}, expected an object")

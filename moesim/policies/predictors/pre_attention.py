@@ -30,6 +30,7 @@ from moesim.policies.predictors._common import (
     as_float,
     as_int,
     check_fit_trace,
+    check_model_config,
     load_model_file,
     memo_fit,
     params_key,
@@ -95,6 +96,9 @@ class PreAttentionModel:
         from moesim.policies.predictors._nets import checked_module, pre_attention_mlp
 
         tensors, cfg = load_model_file(path, NAME)
+        check_model_config(
+            path, cfg, ("L", "E", "H", "hidden", "arch", *(k for k in ("k", "threads") if k in cfg))
+        )
         L = cfg.get("L")
         stored = {k.split(".", 1)[0] for k in tensors}
         if isinstance(L, bool) or not isinstance(L, int) or stored != {f"layer{i}" for i in range(L)}:

@@ -26,6 +26,7 @@ from moesim.policies.predictors._common import (
     as_float,
     as_int,
     check_fit_trace,
+    check_model_config,
     load_model_file,
     memo_fit,
     param,
@@ -130,6 +131,8 @@ class ProphetModel:
         from moesim.policies.predictors._nets import checked_module
 
         tensors, cfg = load_model_file(path, NAME)
+        ints = ("L", "E", "context", "heads", "d_model", "layers", "attn_heads", "ff")
+        check_model_config(path, cfg, (*ints, *(k for k in ("k", "threads") if k in cfg)), ("dropout",))
         net = checked_module(path, lambda: _build_net(cfg), tensors)
         net.eval()
         temps = cfg.get("temperatures", [1.0] * cfg["heads"])
