@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from moesim.cli.main import main
+from moesim.traces.native import save_trace
+from moesim.traces.trace import Trace, TraceMeta
 
 
 def fuzz(max_examples: int) -> settings:
@@ -193,3 +196,65 @@ def dump_json(doc: Any, indent: int | None = None) -> str:
     text = json.dumps(doc, indent=indent, allow_nan=True)
     text = text.replace(json.dumps(DEEP), "[" * 100_000 + "]" * 100_000)
     return text.replace(str(10**30), HUGE_INT_TEXT)
+
+
+# -- valid files shared by the suite ---------------------------------------------------------------
+OLMOE_CONFIG = {
+    "architectures": ["OlmoeForCausalLM"],
+    "model_type": "olmoe",
+    "hidden_size": 2048,
+    "intermediate_size": 1024,
+    "num_attention_heads": 16,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 16,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 50304,
+}
+
+
+def tiny_trace(L: int = 16, E: int = 64, k: int = 8) -> Trace:
+    """Six sequences of three tokens (enough for predictor eval's train/test split)."""
+    rng = np.random.default_rng(5)
+    S, T = 6, 3
+    n = S * T
+    return Trace(
+        meta=TraceMeta(model="olmoe-1b-7b", num_layers=L, num_experts=E, top_k=k, domains=("a",)),
+        experts=np.argsort(rng.random((n, L, E)), axis=-1)[..., :k].astype(np.int16),
+        seq_offsets=np.arange(0, n + 1, T, dtype=np.int64),
+        seq_domain=np.zeros(S, np.int16),
+        weights=-np.sort(-rng.random((n, L, k)), axis=-1).astype(np.float32),
+        token_ids=np.arange(n, dtype=np.int32),
+    )
+
+
+def make_base(root: Path) -> dict[str, Path]:
+    """A tiny trace, scenario, profile, config.json and run directory: the valid files fuzzed."""
+    trace = save_trace(tiny_trace(), root / "t.moetrace")
+    scenario = root / "s.yaml"
+    scenario.write_text(
+        "name: fz\nmodel:\n  name: olmoe-1b-7b\ntrace:\n  path: t.moetrace\nhardware:\n"
+        "  profile: estimated:h100-pcie\npredictor:\n  name: none\ncache:\n  policy: lru\n"
+        "  capacity: 32\nbatch: 1\nprompt_tokens: 8\nseed: 0\n",
+        encoding="utf-8",
+    )
+    from moesim.hardware.load import load_profile
+    from moesim.hardware.profile_io import profile_to_yaml
+    from moesim.models import get_model
+
+    profile = root / "p.yaml"
+    profile.write_text(profile_to_yaml(load_profile("estimated:h100-pcie", get_model("olmoe-1b-7b"))))
+    config = root / "config.json"
+    config.write_text(json.dumps(OLMOE_CONFIG))
+    run = root / "run"
+    res = run_cli(["run", scenario, "--out", run, "--quiet"])
+    assert res.code == 0, res.err
+    return {
+        "root": root,
+        "trace": trace,
+        "scenario": scenario,
+        "profile": profile,
+        "config": config,
+        "run": run,
+    }

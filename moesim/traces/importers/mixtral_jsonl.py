@@ -217,7 +217,7 @@ def import_mixtral_jsonl(
     if len(used) < L:  # filling a layer no record names would invent all of it
         absent = min(set(range(L)) - used)
         fail(
-            f"{describe_sources(files)}: layer {absent} has no record in any sequence but num_layers={L}; "
+            f"{files[0] if len(files) == 1 else describe_sources(files)}: layer {absent} has no record in any sequence but num_layers={L}; "
             "check the layer values (a mistyped layer?) or --num-layers"
         )
     decode, prefill = [], []
