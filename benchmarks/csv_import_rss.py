@@ -75,10 +75,12 @@ def main() -> int:
         )
         secs = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(
-            f"csv: {size / 1e6:.1f} MB ({args.sequences}x{args.tokens}x{args.layers} rows, "
-            f"top-{args.top_k} of {args.experts})"
+        shape = (
+            f" ({args.sequences}x{args.tokens}x{args.layers} rows, top-{args.top_k} of {args.experts})"
+            if args.csv is None
+            else f" ({args.csv.name})"
         )
+        print(f"csv: {size / 1e6:.1f} MB{shape}")
         print(f"import exit {proc.returncode} in {secs:.1f} s; peak RSS {peak_kib / 1024:.0f} MiB")
         if proc.returncode:
             print(proc.stderr[-2000:])
