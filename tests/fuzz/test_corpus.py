@@ -573,7 +573,10 @@ _report_case(
     "not UTF-8",
 )
 _report_case(
-    "report-summary-no-traffic", _edit_summary(lambda d: d.pop("traffic")), "field 'traffic.bytes_h2d'", "missing"
+    "report-summary-no-traffic",
+    _edit_summary(lambda d: d.pop("traffic")),
+    "field 'traffic.bytes_h2d'",
+    "missing",
 )
 _report_case(
     "report-summary-string-bytes",
