@@ -199,3 +199,10 @@ def check_point_index(table: Any, path: Path, n_points: int) -> None:
         fail(
             f"{path}: column 'point' holds {int(p.max())} but there are {n_points} points; re-create the result"
         )
+
+
+def require_columns(table: Any, path: Path, columns: tuple[str, ...]) -> None:
+    """Each named column is present (any type)."""
+    for col in columns:
+        if col not in table.columns:
+            fail(f"{path}: column {col!r} is missing; re-create the result")

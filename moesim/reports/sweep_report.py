@@ -10,7 +10,7 @@ import pandas as pd
 
 from moesim.errors import fail
 from moesim.experiments.sweep import PARAM_PREFIX
-from moesim.metrics.readers import read_json_object, read_result_table
+from moesim.metrics.readers import read_json_object, read_result_table, require_columns
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.waste import write_csv
 
@@ -106,6 +106,7 @@ def build_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     if not (sweep_dir / "results.parquet").is_file():
         fail(f"{sweep_dir}: no results.parquet; give a directory written by moesim sweep or moesim compare")
     table = read_result_table(sweep_dir / "results.parquet")
+    require_columns(table, sweep_dir / "results.parquet", ("point", "status", "error"))
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     manifest = {}
     if (sweep_dir / "sweep.json").is_file():

@@ -598,6 +598,22 @@ _report_case(
 )
 
 
+@case("report-sweep-missing-status", "results.parquet", "'status'", "missing")
+def _(tmp, base):
+    sweep = tmp / "sweep"
+    sweep.mkdir()
+    pd.DataFrame({"point": [0, 1], "error": [None, None]}).to_parquet(sweep / "results.parquet")
+    return ["report", sweep, "--out", tmp / "rep", "--quiet"], str(sweep), tmp / "rep"
+
+
+@case("report-sweep-corrupt-parquet", "results.parquet", "cannot read result table")
+def _(tmp, base):
+    sweep = tmp / "sweep"
+    sweep.mkdir()
+    (sweep / "results.parquet").write_bytes(b"PAR1" + bytes(100) + b"PAR1")
+    return ["report", sweep, "--out", tmp / "rep", "--quiet"], str(sweep), tmp / "rep"
+
+
 # -- CLI flags ---------------------------------------------------------------------------------------------
 def _flag_case(name: str, argv: list[str], flag: str) -> None:
     case(name, flag)(lambda tmp, base: (argv[:3] + [tmp / "o"] + argv[3:], flag, tmp / "o"))
