@@ -162,6 +162,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     if args.fmt not in IMPORTERS:
         fail(f"unknown trace format {args.fmt!r}; known formats: {', '.join(IMPORTERS)}")
+    _check_ranges(args, _IMPORT_RANGES)
     out = Path(args.out)
     _check_out(out, args.force, list(args.sources))
     options = {k: getattr(args, k) for k in _IMPORT_FLAGS if getattr(args, k) is not None}
@@ -225,9 +226,50 @@ def _claim_synth_extras(args: argparse.Namespace, out: Path) -> dict:
     return claims
 
 
+# Flag -> (lowest, highest) accepted: beyond these a trace would not fit in memory (or numpy's
+# seed range), so the flag is refused before any work starts.
+_SYNTH_RANGES: dict[str, tuple[int, int]] = {
+    "sequences": (1, 1 << 20),
+    "tokens": (1, 1 << 24),
+    "prefill_tokens": (0, 1 << 24),
+    "layers": (1, 1 << 12),
+    "experts": (1, 1 << 15),
+    "top_k": (1, 1 << 15),
+    "seed": (0, (1 << 63) - 1),
+    "fit_rounds": (0, 1000),
+}
+_IMPORT_RANGES: dict[str, tuple[int, int]] = {"num_experts": (1, 1 << 16), "num_layers": (1, 1 << 16)}
+# Expert ids a synthetic trace may hold at most (decode + prompt): 2**30 int16 ids = 2 GiB.
+_SYNTH_MAX_IDS = 1 << 30
+
+
+def _check_ranges(args: argparse.Namespace, ranges: dict[str, tuple[int, int]]) -> None:
+    for name, (lo, hi) in ranges.items():
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            fail(f"--{name.replace('_', '-')} {v}: must be in [{lo}, {hi}]")
+
+
+def _check_synth_size(args: argparse.Namespace) -> None:
+    if args.like or args.params:
+        return
+    if args.top_k > args.experts:
+        fail(f"--top-k {args.top_k}: must be at most --experts ({args.experts})")
+    seqs = 16 if args.sequences is None else args.sequences
+    tokens = 128 if args.tokens is None else args.tokens
+    ids = seqs * (tokens + args.prefill_tokens) * args.layers * args.top_k
+    if ids > _SYNTH_MAX_IDS:
+        fail(
+            f"--sequences x (--tokens + --prefill-tokens) x --layers x --top-k = {ids:,} expert ids; "
+            f"at most {_SYNTH_MAX_IDS:,} fit in memory, make the trace smaller"
+        )
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from moesim.traces.native import save_trace
 
+    _check_ranges(args, _SYNTH_RANGES)
+    _check_synth_size(args)
     out = Path(args.out)
     _check_out(out, args.force, [args.like, args.params])
     args.claims = _claim_synth_extras(args, out)

@@ -7,7 +7,6 @@ directory (reports go through it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -17,21 +16,23 @@ import pandas as pd
 from moesim.errors import fail
 from moesim.io import atomic_dir, atomic_write_json, dumps_json
 from moesim.metrics.summary import Summary
+from moesim.readers import (
+    RUN_TABLE_COLUMNS,
+    check_run_summary,
+    check_table_columns,
+    read_json_object,
+    read_result_table,
+)
 
 
 def _read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+    for ext in ("parquet", "csv"):
         path = run_dir / f"{name}.{ext}"
         if path.is_file():
-            return reader(path)
+            table = read_result_table(path)
+            check_table_columns(table, path, RUN_TABLE_COLUMNS[name])
+            return table
     return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        fail(f"{path}: not valid JSON ({exc})")
 
 
 @dataclass
@@ -71,13 +72,15 @@ class RunResult:
             fail(
                 f"{run_dir}: no summary.json; give a directory written by moesim run --out (or a sweep --out)"
             )
-        summary = cast(Summary, _read_json(spath))
+        doc = read_json_object(spath, "run summary", "re-create the result")
+        check_run_summary(doc, spath)
+        summary = cast(Summary, doc)
         tokens = _read_table(run_dir, "tokens")
         layers = _read_table(run_dir, "layers")
         if tokens is None or layers is None:
             fail(f"{run_dir}: tokens and layers tables (.parquet or .csv) are missing")
         wpath = run_dir / "wallclock.json"
-        wallclock = _read_json(wpath) if wpath.is_file() else {}
+        wallclock = read_json_object(wpath, "wall-clock figures") if wpath.is_file() else {}
         return cls(summary, tokens, layers, wallclock, extras=_read_table(run_dir, "run_extras"))
 
 

@@ -13,7 +13,6 @@ Supported ``model_type`` values: ``mixtral``, ``phimoe``, ``qwen2_moe``, ``qwen3
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from moesim.errors import MoesimInputError
 from moesim.models.spec import DTYPE_BYTES, AttentionSpec, ModelSpec
+from moesim.readers import read_json_file
 
 __all__ = [
     "ExpertStorage",
@@ -144,6 +144,8 @@ def expert_bytes_formula(hidden_size: int, intermediate_size: int, storage: Expe
 
 # --------------------------------------------------------------------------------------------
 # config.json reading
+_INT_MAX = 1 << 24  # any size or count in a real config is far below this
+_MAXIMA = {"num_hidden_layers": 1 << 16}
 
 
 class _Config:
@@ -173,6 +175,9 @@ class _Config:
             raise self.fail(key, f"must be an integer, got {value!r}", "fix the value in config.json")
         if value < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {value}", "fix the value in config.json")
+        maximum = _MAXIMA.get(key, _INT_MAX)
+        if value > maximum:  # beyond any real model; sizes derived from it would not fit in memory
+            raise self.fail(key, f"must be <= {maximum}, got {value}", "fix the value in config.json")
         return value
 
     def int_list(self, key: str) -> list[int]:
@@ -198,9 +203,10 @@ def _load(path_or_dict: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, An
     if not path.is_file():
         raise MoesimInputError(f"{path}: no such config file; pass a config.json or the folder holding one")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MoesimInputError(f"{path}: not readable JSON ({exc}); pass the model's config.json") from None
+        data = read_json_file(path, "model config")
+    except MoesimInputError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        raise MoesimInputError(f"{path}: not readable JSON ({why}); pass the model's config.json") from None
     if not isinstance(data, dict):
         raise MoesimInputError(f"{path}: top level must be a JSON object; pass the model's config.json")
     default = path.parent.name if path.name == "config.json" else path.stem
@@ -470,7 +476,7 @@ def model_from_hf_config(
     """
     outer, where, default_name, source = _load(path_or_dict)
     model_type = outer.get("model_type")
-    if model_type not in _PARSERS:
+    if not isinstance(model_type, str) or model_type not in _PARSERS:
         raise MoesimInputError(
             f"{where}: key 'model_type' is {model_type!r}, which is not supported; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from moesim.errors import fail
 from moesim.io import atomic_write_text
 from moesim.metrics.comparison import check_identical_inputs
+from moesim.readers import check_point_index, read_json_object, read_result_table
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.style import Series, draw_lines, fraction_axis, has_data, legend_below, series_style
 
@@ -210,9 +211,16 @@ def build_compare_report(comp: pd.DataFrame, out_dir: Path, scenario_label: str 
 
 def load_comparison(sweep_dir: Path) -> pd.DataFrame:
     from moesim.metrics.comparison import comparison_table
-    from moesim.metrics.table import read_table
 
-    table = read_table(sweep_dir)
+    table = read_result_table(sweep_dir / "results.parquet")
     meta = sweep_dir / "compare.json"
-    roles = json.loads(meta.read_text(encoding="utf-8"))["roles"] if meta.is_file() else None
+    roles = (
+        read_json_object(meta, "comparison manifest", "re-create the comparison").get("roles")
+        if meta.is_file()
+        else None
+    )
+    if roles is not None and (not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)):
+        fail(f"{meta}: field 'roles' must be a list of names; re-create the comparison")
+    if roles is not None:
+        check_point_index(table, sweep_dir / "results.parquet", len(roles))
     return comparison_table(table, roles)

@@ -3,13 +3,13 @@ against the swept keys. A comparison directory also gets its comparison page reb
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from moesim.errors import fail
-from moesim.metrics.table import PARAM_PREFIX, read_table
+from moesim.metrics.table import PARAM_PREFIX
+from moesim.readers import read_json_object, read_result_table, require_columns
 from moesim.reports.html import HtmlReport, pyplot
 from moesim.reports.style import Series, draw_grouped_bars, draw_lines, fraction_axis, has_data
 from moesim.reports.waste import write_csv
@@ -150,11 +150,12 @@ def build_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "results.parquet").is_file():
         fail(f"{sweep_dir}: no results.parquet; give a directory written by moesim sweep or moesim compare")
-    table = read_table(sweep_dir)
+    table = read_result_table(sweep_dir / "results.parquet")
+    require_columns(table, sweep_dir / "results.parquet", ("point", "status", "error"))
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     manifest = {}
     if (sweep_dir / "sweep.json").is_file():
-        manifest = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+        manifest = read_json_object(sweep_dir / "sweep.json", "sweep manifest", "re-create the sweep")
     keys = [c[len(PARAM_PREFIX) :] for c in table.columns if c.startswith(PARAM_PREFIX)]
     wt = waste_table(table)
     write_csv(out / "waste_by_point.csv", wt)

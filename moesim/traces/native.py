@@ -7,7 +7,6 @@ million-token trace is never read whole. See docs/trace-format.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, fields
@@ -18,6 +17,8 @@ import numpy as np
 
 from moesim.errors import fail
 from moesim.io import atomic_dir, dumps_json
+from moesim.readers import read_json_file
+from moesim.traces.importers._common import ID_MAX, npy_header, strict_int, strict_int_list
 from moesim.traces.trace import SCHEMA_NAME, SCHEMA_VERSION, Trace, TraceMeta
 
 MANIFEST = "trace.json"
@@ -205,14 +206,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """Parse and check ``trace.json``; returns (trace dir, manifest)."""
     root = _resolve_dir(path)
     mpath = root / MANIFEST
-    try:
-        doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{mpath}: cannot read ({exc})")
-    except json.JSONDecodeError as exc:
-        fail(
-            f"{mpath}: line {exc.lineno}: invalid JSON ({exc.msg}); the file is corrupt, re-create the trace"
-        )
+    doc = read_json_file(mpath, "trace manifest", "the file is corrupt, re-create the trace")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         fail(f"{mpath}: schema is {got!r}, expected {SCHEMA_NAME!r}; not a moesim trace")
@@ -227,6 +221,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     return root, doc
 
 
+_STR_META = ("model", "dtype", "source")
+
+
 def _meta_from_json(mpath: Path, raw: dict[str, Any]) -> TraceMeta:
     unknown = sorted(set(raw) - set(_META_FIELDS))
     if unknown:
@@ -235,41 +232,79 @@ def _meta_from_json(mpath: Path, raw: dict[str, Any]) -> TraceMeta:
     if missing:
         fail(f"{mpath}: meta lacks {', '.join(missing)}; add it (see docs/trace-format.md)")
     kw = dict(raw)
-    try:
-        for key in ("num_layers", "num_experts", "top_k", "num_shared_experts"):
-            if key in kw and (isinstance(kw[key], bool) or not isinstance(kw[key], int)):
-                raise ValueError(f"meta.{key} must be an integer, got {kw[key]!r}")
-        kw["layer_indices"] = tuple(int(i) for i in kw.get("layer_indices", ()))
-        kw["domains"] = tuple(str(d) for d in kw.get("domains", ()))
-        if not isinstance(kw.get("extra", {}), dict):
-            raise ValueError("meta.extra must be an object")
-    except (TypeError, ValueError) as exc:
-        fail(f"{mpath}: {exc}")
+    for key in ("num_layers", "num_experts", "top_k", "num_shared_experts"):
+        if key in kw:
+            kw[key] = strict_int(kw[key], f"{mpath}: meta.{key}", 0, ID_MAX)
+    for key in _STR_META:
+        if key in kw and not isinstance(kw[key], str):
+            fail(f"{mpath}: meta.{key} is {type(kw[key]).__name__}, expected a string")
+    kw["layer_indices"] = tuple(strict_int_list(kw.get("layer_indices", []), f"{mpath}: meta.layer_indices"))
+    doms = kw.get("domains", [])
+    if not isinstance(doms, list) or not all(isinstance(d, str) for d in doms):
+        fail(f"{mpath}: meta.domains must be a list of names (strings)")
+    kw["domains"] = tuple(doms)
+    if not isinstance(kw.get("extra", {}), dict):
+        fail(f"{mpath}: meta.extra must be an object")
     return TraceMeta(**kw)
 
 
-def _load_array(root: Path, name: str, spec: Any) -> np.ndarray:
+def _array_path(root: Path, name: str, file: Any) -> Path:
+    """The array's file, which must be a plain file name inside the trace directory: a manifest
+    never makes moesim read (or memory-map) a file elsewhere."""
     mpath = root / MANIFEST
-    if not isinstance(spec, dict) or not {"file", "dtype", "shape"} <= set(spec):
-        fail(f"{mpath}: arrays.{name} must give file, dtype and shape")
-    fpath = root / str(spec["file"])
+    if not isinstance(file, str) or not file or Path(file).name != file or file in (".", ".."):
+        fail(f"{mpath}: arrays.{name}.file {file!r} must be a file name inside the trace directory")
+    fpath = root / file
+    if fpath.is_symlink() or (fpath.exists() and fpath.resolve().parent != root.resolve()):
+        fail(f"{mpath}: arrays.{name}.file {file!r} is a link; a trace holds its arrays as plain files")
     if not fpath.is_file():
         fail(
             f"{fpath}: missing array file listed in {MANIFEST} as {name}; the trace is incomplete, re-create it"
         )
+    return fpath
+
+
+def _spec_of(mpath: Path, name: str, spec: Any, meta: TraceMeta) -> tuple[tuple[int, ...], np.dtype]:
+    if not isinstance(spec, dict) or not {"file", "dtype", "shape"} <= set(spec):
+        fail(f"{mpath}: arrays.{name} must give file, dtype and shape")
+    allowed = {array_dtypes(meta)[name].str, *(d.str for d in FLEXIBLE_DTYPES.get(name, ()))}
+    if spec["dtype"] not in allowed:
+        fail(f"{mpath}: arrays.{name}.dtype is {spec['dtype']!r}; expected {' or '.join(sorted(allowed))}")
+    if not isinstance(spec["shape"], list) or len(spec["shape"]) > 3:
+        fail(f"{mpath}: arrays.{name}.shape must be a list of at most 3 sizes")
+    shape = tuple(
+        strict_int(n, f"{mpath}: arrays.{name}.shape[{i}]", 0, 1 << 62) for i, n in enumerate(spec["shape"])
+    )
+    return shape, np.dtype(spec["dtype"])
+
+
+def _load_array(root: Path, name: str, spec: Any, meta: TraceMeta) -> np.ndarray:
+    mpath = root / MANIFEST
+    want_shape, want_dtype = _spec_of(mpath, name, spec, meta)
+    fpath = _array_path(root, name, spec["file"])
+    try:
+        with fpath.open("rb") as fh:
+            shape, dtype = npy_header(fh)
+            data_start = fh.tell()
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError/SyntaxError for bad headers
+        fail(
+            f"{fpath}: not a readable .npy file ({type(exc).__name__}: {str(exc)[:100]}); the file is truncated or corrupt"
+        )
+    if dtype.hasobject:
+        fail(f"{fpath}: not a readable .npy file (it holds pickled Python objects, which moesim never loads)")
+    if shape != want_shape:
+        fail(f"{fpath}: shape {shape} but {MANIFEST} says {want_shape}; the trace is inconsistent")
+    if dtype != want_dtype:
+        fail(f"{fpath}: dtype {dtype.str} but {MANIFEST} says {want_dtype.str}; the trace is inconsistent")
+    need = data_start + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if fpath.stat().st_size < need:
+        fail(
+            f"{fpath}: not a readable .npy file ({fpath.stat().st_size} bytes, its header needs {need}); the file is truncated or corrupt"
+        )
     try:
         arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises ValueError/OSError/EOFError/SyntaxError for bad files
-        fail(
-            f"{fpath}: not a readable .npy file ({type(exc).__name__}: {exc}); the file is truncated or corrupt"
-        )
-    if not isinstance(arr, np.ndarray):
-        fail(f"{fpath}: expected a single .npy array, found an archive")
-    want_shape = tuple(int(n) for n in spec["shape"])
-    if tuple(arr.shape) != want_shape:
-        fail(f"{fpath}: shape {tuple(arr.shape)} but {MANIFEST} says {want_shape}; the trace is inconsistent")
-    if np.dtype(arr.dtype) != np.dtype(spec["dtype"]):
-        fail(f"{fpath}: dtype {arr.dtype.str} but {MANIFEST} says {spec['dtype']}; the trace is inconsistent")
+    except Exception as exc:  # the header was checked; this is an unreadable file (permissions, I/O)
+        fail(f"{fpath}: not a readable .npy file ({type(exc).__name__}: {str(exc)[:100]})")
     return arr
 
 
@@ -285,14 +320,14 @@ def load_trace(path: str | os.PathLike, validate: bool = True) -> Trace:
     for name in REQUIRED_ARRAYS:
         if name not in specs:
             fail(f"{mpath}: arrays.{name} is required but absent; re-create the trace")
-    arrays = {name: _load_array(root, name, spec) for name, spec in specs.items()}
+    arrays = {name: _load_array(root, name, spec, meta) for name, spec in specs.items()}
     if ("prefill_experts" in arrays) != ("prefill_offsets" in arrays):
         fail(f"{mpath}: prefill_experts and prefill_offsets must be given together")
     trace = Trace(meta=meta, path=root, **arrays)
     counts = doc.get("counts", {})
     if isinstance(counts, dict):
         for key, have in (("sequences", len(trace.seq_offsets) - 1), ("tokens", len(trace.experts))):
-            if key in counts and counts[key] != have:
+            if key in counts and (isinstance(counts[key], bool) or counts[key] != have):
                 fail(
                     f"{mpath}: counts.{key}={counts[key]} but the arrays hold {have}; the trace is inconsistent"
                 )

@@ -51,6 +51,9 @@ def validate_trace(trace: Trace, name: str | None = None) -> None:
     labels = _Labels(str(trace.path) if trace.path is not None else None, name or "trace")
     _check_meta(trace, labels)
     _check_offsets(trace.seq_offsets, len(trace.experts), None, labels.of("seq_offsets"), "decode tokens")
+    if len(trace.experts) == 0:
+        # nothing to replay: a run would "succeed" with no decode step and report TPOT 0
+        fail(f"{labels.of('experts')}: the trace has no decode tokens; a trace needs at least one")
     num_seq = len(trace.seq_offsets) - 1
     _check_rows_shape(trace.experts, trace, labels.of("experts"), "experts")
     _check_domains(trace, num_seq, labels)

@@ -135,7 +135,7 @@ def test_array_files_cover_trace_fields():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5).filter(lambda ls: sum(ls) > 0),
     L=st.integers(1, 4),
     k=st.integers(1, 3),
     extra_e=st.integers(0, 5),
@@ -159,6 +159,18 @@ def test_round_trip_property(tmp_path_factory, lengths, L, k, extra_e, with_weig
     np.testing.assert_array_equal(back.seq_offsets, tr.seq_offsets)
     assert (back.weights is None) == (not with_weights)
     assert trace_digest(back) == trace_digest(tr)
+
+
+def test_empty_trace_is_refused(tmp_path):
+    tr = Trace(
+        meta=TraceMeta(model="p", num_layers=2, num_experts=4, top_k=1),
+        experts=np.zeros((0, 2, 1), np.int16),
+        seq_offsets=np.zeros(2, np.int64),
+        seq_domain=np.full(1, -1, np.int16),
+    )
+    with pytest.raises(MoesimInputError, match="no decode tokens"):
+        save_trace(tr, tmp_path / "e.moetrace")
+    assert not (tmp_path / "e.moetrace").exists()
 
 
 def test_save_never_replaces_a_non_trace(tmp_path):

@@ -21,6 +21,7 @@ import yaml
 from moesim.errors import MoesimInputError, fail
 from moesim.policies.params import Param, ParamSchema
 from moesim.policies.predictors.base import Prediction, Predictor, PredictorSetup
+from moesim.readers import parse_json_text
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
@@ -411,6 +412,24 @@ def save_model_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], con
     return path
 
 
+def check_model_config(
+    path: Any, cfg: dict[str, Any], ints: Sequence[str], floats: Sequence[str] = ()
+) -> None:
+    """Refuse a model config whose sizes are not positive integers (booleans, strings and
+    fractions included) or whose rates are not finite numbers in [0, 1]: nothing is built from it."""
+    for key in ints:
+        v, hi = cfg.get(key), 256 if key == "threads" else _MODEL_INT_MAX
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            fail(f"{path}: model config {key} is {v!r}; expected an integer in [1, {hi}]")
+    for key in floats:
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            fail(f"{path}: model config {key} is {v!r}; expected a number in [0, 1]")
+
+
+_MODEL_INT_MAX = 1 << 24
+
+
 def load_model_file(path: str | os.PathLike, expect: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a model written by :func:`save_model_file`; ``expect`` is the predictor name it must be for."""
     path = Path(path).expanduser()
@@ -423,8 +442,10 @@ def load_model_file(path: str | os.PathLike, expect: str) -> tuple[dict[str, np.
             raw = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(raw, dict) or "state_dict" not in raw or "config_json" not in raw:
                 fail(f"{path}: not a moesim predictor state_dict (expected keys state_dict, config_json)")
-            tensors = {k: v.numpy() for k, v in raw["state_dict"].items()}
-            config = json.loads(raw["config_json"])
+            if not isinstance(raw["state_dict"], dict) or not isinstance(raw["config_json"], str):
+                fail(f"{path}: state_dict must map names to tensors and config_json must be a string")
+            config = parse_json_text(raw["config_json"], f"{path}: config_json")
+            tensors = {str(k): v.numpy() for k, v in raw["state_dict"].items()}
         else:
             from safetensors import safe_open
             from safetensors.numpy import load_file
@@ -433,14 +454,19 @@ def load_model_file(path: str | os.PathLike, expect: str) -> tuple[dict[str, np.
                 meta = fh.metadata() or {}
             if "moesim_config" not in meta:
                 fail(f"{path}: safetensors file without moesim_config metadata; not a moesim predictor model")
+            config = parse_json_text(meta["moesim_config"], f"{path}: moesim_config")
+            if not isinstance(config, dict) or config.get("predictor") != expect:
+                got = config.get("predictor") if isinstance(config, dict) else None
+                fail(f"{path}: model was trained for predictor {got!r}, not {expect!r}")
             tensors = load_file(str(path))
-            config = json.loads(meta["moesim_config"])
     except MoesimInputError:
         raise
     except Exception as exc:  # a corrupt file: torch, safetensors and json each raise their own types
         fail(
-            f"{path}: cannot read predictor model ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})"
+            f"{path}: cannot read predictor model ({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
         )
+    if not isinstance(config, dict):
+        fail(f"{path}: model config is a JSON {type(config).__name__}, expected an object")
     if config.get("predictor") != expect:
         fail(f"{path}: model was trained for predictor {config.get('predictor')!r}, not {expect!r}")
     return tensors, config

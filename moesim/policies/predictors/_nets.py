@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +54,35 @@ def load_numpy_state(module: nn.Module, tensors: dict[str, np.ndarray], prefix: 
         k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(prefix)
     }
     module.load_state_dict(state, strict=True)
+
+
+def checked_module(
+    path: Any, build: Callable[[], nn.Module], tensors: dict[str, np.ndarray], prefix: str = ""
+) -> nn.Module:
+    """The module ``build`` makes, loaded with ``tensors``; its shapes are first checked on the meta
+    device (nothing allocated), so a model file whose config asks for gigabytes is refused before
+    anything is allocated."""
+    from moesim.errors import fail
+
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) or (1,) for k, v in build().state_dict().items()}
+    except Exception as exc:  # torch raises many types for impossible sizes (negative, float, huge)
+        fail(
+            f"{path}: model config is invalid ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
+        )
+    # a 0-d buffer (BatchNorm's counter) round-trips through safetensors as shape (1,)
+    have = {k[len(prefix) :]: tuple(v.shape) or (1,) for k, v in tensors.items() if k.startswith(prefix)}
+    if have != shapes:
+        diff = sorted(set(have) ^ set(shapes)) or sorted(k for k in have if have[k] != shapes[k])
+        k = diff[0]
+        fail(
+            f"{path}: model weights do not match its config (tensor {prefix}{k}: file {have.get(k)}, "
+            f"config {shapes.get(k)})"
+        )
+    module = build()
+    load_numpy_state(module, tensors, prefix)
+    return module
 
 
 # -- Prophet ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from moesim.policies.predictors._common import (
     as_float,
     as_int,
     check_fit_trace,
+    check_model_config,
     load_model_file,
     memo_fit,
     params_key,
@@ -93,19 +94,28 @@ class PreAttentionModel:
 
     @classmethod
     def load(cls, path) -> PreAttentionModel:
-        from moesim.policies.predictors._nets import load_numpy_state, pre_attention_mlp
+        from moesim.policies.predictors._nets import checked_module, pre_attention_mlp
 
         tensors, cfg = load_model_file(path, NAME)
+        check_model_config(
+            path, cfg, ("L", "E", "H", "hidden", "arch", *(k for k in ("k", "threads") if k in cfg))
+        )
+        L = cfg.get("L")
+        stored = {k.split(".", 1)[0] for k in tensors}
+        if isinstance(L, bool) or not isinstance(L, int) or stored != {f"layer{i}" for i in range(L)}:
+            fail(f"{path}: config L={L!r} but the file holds {len(stored)} layer network(s)")
         nets = []
-        for layer in range(cfg["L"]):
-            net = pre_attention_mlp(cfg["arch"], cfg["H"], cfg["hidden"], cfg["E"])
-            try:
-                load_numpy_state(net, tensors, prefix=f"layer{layer}.")
-            except RuntimeError as exc:
-                fail(f"{path}: model weights do not match its config ({str(exc).splitlines()[0][:100]})")
+        for layer in range(L):
+            net = checked_module(
+                path,
+                lambda: pre_attention_mlp(cfg["arch"], cfg["H"], cfg["hidden"], cfg["E"]),
+                tensors,
+                prefix=f"layer{layer}.",
+            )
             net.eval()
             nets.append(net)
-        return cls(cfg, nets, dict(cfg.get("info", {})))
+        info = cfg.get("info", {})
+        return cls(cfg, nets, dict(info) if isinstance(info, dict) else {})
 
 
 def _check(p: dict[str, Any]) -> dict[str, Any]:

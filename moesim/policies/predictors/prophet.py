@@ -12,6 +12,7 @@ a cache policy; this predictor supplies the calibrated scores they need.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from moesim.policies.predictors._common import (
     as_float,
     as_int,
     check_fit_trace,
+    check_model_config,
     load_model_file,
     memo_fit,
     param,
@@ -127,16 +129,24 @@ class ProphetModel:
 
     @classmethod
     def load(cls, path) -> ProphetModel:
-        from moesim.policies.predictors._nets import load_numpy_state
+        from moesim.policies.predictors._nets import checked_module
 
         tensors, cfg = load_model_file(path, NAME)
-        net = _build_net(cfg)
-        try:
-            load_numpy_state(net, tensors)
-        except RuntimeError as exc:
-            fail(f"{path}: model weights do not match its config ({str(exc).splitlines()[0][:100]})")
+        ints = ("L", "E", "context", "heads", "d_model", "layers", "attn_heads", "ff")
+        check_model_config(path, cfg, (*ints, *(k for k in ("k", "threads") if k in cfg)), ("dropout",))
+        net = checked_module(path, lambda: _build_net(cfg), tensors)
         net.eval()
-        return cls(cfg, net, list(cfg.get("temperatures", [1.0] * cfg["heads"])), dict(cfg.get("info", {})))
+        temps = cfg.get("temperatures", [1.0] * cfg["heads"])
+        if (
+            not isinstance(temps, list)
+            or len(temps) != cfg["heads"]
+            or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < math.inf for t in temps
+            )
+        ):
+            fail(f"{path}: config temperatures must be {cfg['heads']} positive numbers, one per head")
+        info = cfg.get("info", {})
+        return cls(cfg, net, list(temps), dict(info) if isinstance(info, dict) else {})
 
 
 def _build_net(cfg: dict[str, Any]):

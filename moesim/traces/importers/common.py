@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from moesim.errors import fail
+from moesim.readers import parse_json_text
 
 
 def expand_sources(paths: Sequence[Path], patterns: Sequence[str], fmt: str) -> list[Path]:
@@ -35,17 +36,20 @@ def expand_sources(paths: Sequence[Path], patterns: Sequence[str], fmt: str) -> 
 def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each non-blank line of a JSON-lines file; one line naming the
     line on invalid JSON or a line that is not an object."""
-    with path.open(encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                fail(f"{path} line {n}: invalid JSON ({exc.msg})")
-            if not isinstance(rec, dict):
-                fail(f"{path} line {n}: expected a JSON object per line, got {type(rec).__name__}")
-            yield n, rec
+    n = 0
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for n, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                rec = parse_json_text(text, f"{path} line {n}", line=False)
+                if not isinstance(rec, dict):
+                    fail(f"{path} line {n}: expected a JSON object per line, got {type(rec).__name__}")
+                yield n, rec
+    except UnicodeDecodeError:
+        fail(f"{path} line {n + 1}: not UTF-8 text; is this a binary file?")
+    except OSError as exc:
+        fail(f"{path}: cannot read ({exc.strerror or exc})")
 
 
 def describe_sources(paths: Sequence[Path], limit: int = 6) -> str:
@@ -91,3 +95,59 @@ def rank_by_weight(experts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
     new_w = np.take_along_axis(weights, order, axis=-1)
     changed = int((order != np.arange(experts.shape[-1])).any(-1).sum())
     return new_e, new_w, changed
+
+
+# -- strict values: refuse what would otherwise be altered (never coerce) ----------------------------
+# Expert ids, layers and positions are stored as int32 at most; anything larger is a typo.
+ID_MAX = int(np.iinfo(np.int32).max)
+
+
+def strict_int(value: object, where: str, lo: int = 0, hi: int = ID_MAX) -> int:
+    """``value`` as an int in [lo, hi]; a bool, float, string or out-of-range number is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        fail(f"{where} is {_show(value)}, expected an integer")
+    v = int(value)  # type: ignore[arg-type]
+    if not lo <= v <= hi:
+        fail(f"{where} is {_show(value)}, outside [{lo}, {hi}]")
+    return v
+
+
+def strict_int_list(value: object, where: str, lo: int = 0, hi: int = ID_MAX) -> list[int]:
+    if not isinstance(value, list):
+        fail(f"{where} is {_show(value)}, expected a list of integers")
+    return [strict_int(v, f"{where}[{i}]", lo, hi) for i, v in enumerate(value)]  # type: ignore[union-attr]
+
+
+def strict_float_list(value: object, where: str) -> list[float]:
+    """A list of finite numbers (ints allowed); strings, booleans, NaN and infinities are refused."""
+    if not isinstance(value, list):
+        fail(f"{where} is {_show(value)}, expected a list of numbers")
+    out = []
+    for i, v in enumerate(value):  # type: ignore[arg-type]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            fail(f"{where}[{i}] is {_show(v)}, expected a number")
+        try:
+            f = float(v)
+        except OverflowError:
+            fail(f"{where}[{i}] is {_show(v)}, too large for a float")
+        if not np.isfinite(f):
+            fail(f"{where}[{i}] is {v!r}, expected a finite number")
+        out.append(f)
+    return out
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an open ``.npy`` stream's header, without reading the data."""
+    major, _ = np.lib.format.read_magic(fh)
+    if major == 1:
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif major == 2:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f".npy format version {major} is not supported")
+    return tuple(int(n) for n in shape), np.dtype(dtype)

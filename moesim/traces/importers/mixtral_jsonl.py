@@ -24,6 +24,9 @@ from moesim.traces.importers.common import (
     neighbour_rows,
     offsets_from_lengths,
     ordered_unique,
+    strict_float_list,
+    strict_int,
+    strict_int_list,
 )
 from moesim.traces.trace import Trace, TraceMeta
 
@@ -71,16 +74,15 @@ def _parse(path: Path) -> list[_Seq]:
             seq = seqs[key] = _Seq(path, key[0], key[1], raw)
         elif seq.raw != raw:
             fail(f"{path} line {n}: mixes token_idx and token_pos records for {key[0]}/{key[1]}")
-        try:
-            layer, pos = int(rec["layer"]), int(rec["token_pos" if raw else "token_idx"])
-            ex = [int(e) for e in rec["experts"]]
-            pr = [float(p) for p in rec["gating_probs"]]
-        except (TypeError, ValueError):
-            fail(
-                f"{path} line {n}: layer/position must be integers, experts and gating_probs lists of numbers"
-            )
-        if layer < 0 or pos < 0:
-            fail(f"{path} line {n}: negative layer {layer} or position {pos}")
+        at = f"{path} line {n}"
+        layer = strict_int(rec["layer"], f"{at}: layer")
+        pos = strict_int(
+            rec["token_pos" if raw else "token_idx"], f"{at}: {'token_pos' if raw else 'token_idx'}"
+        )
+        ex = strict_int_list(rec["experts"], f"{at}: experts")
+        pr = strict_float_list(rec["gating_probs"], f"{at}: gating_probs")
+        if not ex:
+            fail(f"{at}: experts is empty; each record needs its top-k expert ids")
         seq.lines.append(n)
         seq.layer.append(layer)
         seq.pos.append(pos)
@@ -120,6 +122,7 @@ def _place(
     what: str,
 ) -> _Grid:
     """Put records ``idx`` at token rows ``rows`` of a (T, L) grid; fill or reject missing cells."""
+    _refuse_gaps(seq, rows, T, what)
     layer = np.asarray(seq.layer, dtype=np.int64)[idx]
     cell = rows * L + layer
     counts = np.bincount(cell, minlength=T * L)
@@ -148,6 +151,21 @@ def _place(
         cells = (src * L + np.arange(L)[None, :]).ravel()
         g_ex, g_pr = g_ex[cells], g_pr[cells]
     return _Grid(g_ex.reshape(T, L, k), g_pr.reshape(T, L, k), n_missing)
+
+
+def _refuse_gaps(seq: _Seq, rows: np.ndarray, T: int, what: str) -> None:
+    """A token with no record at any layer is not a dropped row: filling it would invent a token
+    (one mistyped position would otherwise make thousands). Checked before the grid is allocated."""
+    have = np.unique(rows)
+    if len(have) == T:
+        return
+    gap = np.flatnonzero(have != np.arange(len(have)))
+    first = int(gap[0]) if len(gap) else len(have)
+    fail(
+        f"{seq.path}: sequence {seq.dataset}/{seq.problem_id} {what} token {first}: no record at any layer "
+        f"({T - len(have)} of {T} tokens have none); positions must be contiguous (a mistyped "
+        "token_idx/token_pos?); refusing to invent tokens"
+    )
 
 
 def _decode_only(seq: _Seq, L: int, ex: np.ndarray, pr: np.ndarray, on_missing: str) -> tuple[_Grid, None]:
@@ -195,6 +213,13 @@ def import_mixtral_jsonl(
     if max_layer >= L:
         s = next(s for s in seqs if max(s.layer) >= L)
         fail(f"{s.path} line {s.lines[s.layer.index(max(s.layer))]}: layer {max(s.layer)} >= num_layers={L}")
+    used = set().union(*(s.layer for s in seqs))
+    if len(used) < L:  # filling a layer no record names would invent all of it
+        absent = min(set(range(L)) - used)
+        fail(
+            f"{files[0] if len(files) == 1 else describe_sources(files)}: layer {absent} has no record in any sequence but num_layers={L}; "
+            "check the layer values (a mistyped layer?) or --num-layers"
+        )
     decode, prefill = [], []
     for s in seqs:
         ex, pr = _arrays(s, k, num_experts)

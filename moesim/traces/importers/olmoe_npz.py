@@ -6,7 +6,6 @@ rows token-major then layer, top-8 ids already in descending router weight. Deco
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from moesim.errors import fail
-from moesim.traces.importers.common import describe_sources, expand_sources, offsets_from_lengths
+from moesim.errors import MoesimInputError, fail
+from moesim.readers import read_json_file
+from moesim.traces.importers.common import (
+    describe_sources,
+    expand_sources,
+    npy_header,
+    offsets_from_lengths,
+    strict_int,
+    strict_int_list,
+)
 from moesim.traces.trace import Trace, TraceMeta
 
 SCHEMA = "olmoe_decode_atomic_routing_v1"
+_DIM_MAX = 1 << 16  # layers, experts: far beyond any model
+_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032x
 _KEYS = (
     "sequence_id",
     "domain_id",
@@ -53,29 +62,82 @@ def _read_metadata(npz: Path) -> dict:
         fail(
             f"{mpath}: missing; the olmoe-npz importer needs each chunk's metadata (domain names, E, layers)"
         )
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        fail(f"{mpath}: line {exc.lineno}: invalid JSON ({exc.msg})")
+    meta = read_json_file(mpath)
+    if not isinstance(meta, dict):
+        fail(f"{mpath}: top level is a JSON {type(meta).__name__}; not an {SCHEMA} metadata file")
     for key in ("domains", "num_experts", "top_k", "layer_indices"):
         if key not in meta:
             fail(f"{mpath}: no {key!r} key; not an {SCHEMA} metadata file")
+    E = strict_int(meta["num_experts"], f"{mpath}: num_experts", 1, _DIM_MAX)
+    strict_int(meta["top_k"], f"{mpath}: top_k", 1, E)
+    if not strict_int_list(meta["layer_indices"], f"{mpath}: layer_indices", 0, _DIM_MAX):
+        fail(f"{mpath}: layer_indices is empty; a trace needs at least one MoE layer")
+    doms = meta["domains"]
+    if not isinstance(doms, list) or not all(isinstance(d, str) for d in doms):
+        fail(f"{mpath}: domains must be a list of names (strings)")
     return meta
+
+
+def _checked_header(zf: zipfile.ZipFile, name: str, path: Path) -> None:
+    """Refuse an array whose header claims more data than its zip member can hold: numpy would
+    allocate the claimed size before reading a byte."""
+    info = zf.getinfo(name)
+    with zf.open(info) as fh:
+        shape, dtype = npy_header(fh)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > info.file_size or info.file_size > _MAX_RATIO * info.compress_size + (1 << 20):
+        fail(
+            f"{path}: array {name[:-4]!r} claims {nbytes} bytes but its zip entry holds "
+            f"{info.file_size}; the file is corrupt"
+        )
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    want = (*_KEYS, "schema_version")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [k for k in want if f"{k}.npy" not in names]
+            if missing:
+                fail(f"{path}: lacks array(s) {', '.join(missing)}; not an {SCHEMA} chunk")
+            for k in want:
+                _checked_header(zf, f"{k}.npy", path)
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in want}
+    except MoesimInputError:
+        raise
+    except Exception as exc:  # zipfile, zlib and numpy each raise their own types for a bad file
+        msg = str(exc).splitlines()[0][:100] if str(exc) else ""
+        fail(f"{path}: cannot read NPZ ({type(exc).__name__}: {msg}); the file is truncated or corrupt")
+    raise AssertionError  # unreachable
+
+
+def _check_arrays(path: Path, a: dict[str, np.ndarray]) -> None:
+    if a["schema_version"].ndim != 0 or str(a["schema_version"]) != SCHEMA:
+        fail(f"{path}: schema_version {str(a['schema_version'])[:40]!r}, expected {SCHEMA!r}")
+    n = len(a["requested_expert_ids"]) if a["requested_expert_ids"].ndim else -1
+    for key in _KEYS:
+        arr = a[key]
+        want_kind = "f" if key == "router_weights" else "iu"
+        if arr.dtype.kind not in want_kind:
+            fail(
+                f"{path}: {key} has dtype {arr.dtype}, expected {'float' if want_kind == 'f' else 'integer'}"
+            )
+        if (
+            arr.ndim < 1
+            or len(arr) != n
+            or (arr.ndim != 1) != (key in ("requested_expert_ids", "router_weights"))
+        ):
+            fail(f"{path}: {key} has shape {arr.shape}; expected one row per (token, layer) ({n} rows)")
+    tid = a["token_id"]
+    if len(tid) and (int(tid.min()) < 0 or int(tid.max()) > np.iinfo(np.int32).max):
+        fail(f"{path}: token_id holds values outside [0, 2**31-1]; they would not fit int32")
 
 
 def _read_chunk(path: Path) -> _Chunk:
     meta = _read_metadata(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in (*_KEYS, "schema_version") if k not in z.files]
-            if missing:
-                fail(f"{path}: lacks array(s) {', '.join(missing)}; not an {SCHEMA} chunk")
-            schema = str(z["schema_version"])
-            if schema != SCHEMA:
-                fail(f"{path}: schema_version {schema!r}, expected {SCHEMA!r}")
-            a = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        fail(f"{path}: cannot read NPZ ({type(exc).__name__}: {exc}); the file is truncated or corrupt")
+    a = _load_npz(path)
+    _check_arrays(path, a)
     ex, w = a["requested_expert_ids"], a["router_weights"]
     n = len(ex)
     L, k = len(meta["layer_indices"]), int(meta["top_k"])

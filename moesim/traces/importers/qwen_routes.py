@@ -7,7 +7,6 @@ descending weight to get router-rank order. A sibling ``manifest.json`` maps gro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +15,22 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import fail
+from moesim.readers import read_json_file
 from moesim.traces.importers.common import (
     describe_sources,
     expand_sources,
     offsets_from_lengths,
     ordered_unique,
     rank_by_weight,
+    strict_float_list,
+    strict_int,
+    strict_int_list,
 )
 from moesim.traces.trace import Trace, TraceMeta
 
 _META_KEYS = ("model_id", "num_moe_layers", "num_experts", "top_k")
+_DIM_MAX = 1 << 16  # layers, experts, top_k: far beyond any model, small enough to allocate for
+_CELLS_MAX = 1 << 31
 
 
 @dataclass
@@ -49,12 +54,7 @@ def _group(path: Path) -> str:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        fail(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})")
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{path}: cannot read ({exc})")
+    return read_json_file(path)
 
 
 def _read(path: Path) -> _Request:
@@ -69,8 +69,20 @@ def _read(path: Path) -> _Request:
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         fail(f"{path}: meta lacks {', '.join(missing)}")
-    L, k = int(meta["num_moe_layers"]), int(meta["top_k"])
-    routes = sorted(doc["routes"], key=lambda r: r.get("token_pos", -1) if isinstance(r, dict) else -1)
+    L, E, k = (strict_int(meta[key], f"{path}: meta.{key}", 1, _DIM_MAX) for key in _META_KEYS[1:])
+    if not isinstance(meta["model_id"], str):
+        fail(f"{path}: meta.model_id is {type(meta['model_id']).__name__}, expected a string")
+    if k > E:
+        fail(f"{path}: meta.top_k={k} exceeds meta.num_experts={E}")
+    if not doc["routes"]:
+        fail(f"{path}: routes is empty; a trace needs at least one token")
+    if len(doc["routes"]) * L * k > _CELLS_MAX:
+        fail(f"{path}: {len(doc['routes'])} routes x {L} layers x top_k {k} is implausibly large; check meta")
+    for i, r in enumerate(doc["routes"]):
+        if not isinstance(r, dict):
+            fail(f"{path}: routes[{i}] is {type(r).__name__}, expected an object")
+        strict_int(r.get("token_pos"), f"{path}: routes[{i}].token_pos")
+    routes = sorted(doc["routes"], key=lambda r: r["token_pos"])
     ex = np.empty((len(routes), L, k), dtype=np.int64)
     w = np.empty((len(routes), L, k), dtype=np.float64)
     phases: list[str] = []
@@ -86,7 +98,7 @@ def _read(path: Path) -> _Request:
         if phases and phases[-1] == "decode" and phase == "prefill":
             fail(f"{path}: token_pos {i}: prefill route after a decode route")
         phases.append(phase)
-        tok.append(r.get("token_id", -1))
+        tok.append(strict_int(r["token_id"], f"{path}: token_pos {i}: token_id") if "token_id" in r else -1)
         layers = r.get("layers")
         if not isinstance(layers, dict):
             fail(f"{path}: token_pos {i}: no 'layers' object")
@@ -96,9 +108,13 @@ def _read(path: Path) -> _Request:
                 fail(
                     f"{path}: token_pos {i} ({phase}) layer {layer}: missing; every route needs all {L} MoE layers"
                 )
-            e, wt = cell.get("experts"), cell.get("weights")
-            if not isinstance(e, list) or not isinstance(wt, list) or len(e) != k or len(wt) != k:
-                fail(f"{path}: token_pos {i} ({phase}) layer {layer}: need {k} experts and {k} weights")
+            at = f"{path}: token_pos {i} ({phase}) layer {layer}"
+            if not isinstance(cell, dict):
+                fail(f"{at}: expected an object with experts and weights")
+            e = strict_int_list(cell.get("experts"), f"{at}: experts", 0, E - 1)
+            wt = strict_float_list(cell.get("weights"), f"{at}: weights")
+            if len(e) != k or len(wt) != k:
+                fail(f"{at}: {len(e)} experts and {len(wt)} weights; need top_k={k} of each")
             ex[i, layer], w[i, layer] = e, wt
     ex, w, reordered = rank_by_weight(ex, w)
     is_dec = np.array([p == "decode" for p in phases], dtype=bool)
@@ -144,13 +160,13 @@ def import_qwen_routes(
     ref = reqs[0]
     for r in reqs[1:]:
         for key in _META_KEYS[1:]:
-            if int(r.meta[key]) != int(ref.meta[key]):
+            if r.meta[key] != ref.meta[key]:
                 fail(f"{r.path}: meta.{key}={r.meta[key]} differs from {ref.meta[key]} in {ref.path}")
     by_manifest = _manifest_domains(files)
     seq_dom = [by_manifest.get(r.path, domain) for r in reqs]
     domains = ordered_unique(d for d in seq_dom if d is not None)
     model_id = str(ref.meta["model_id"])
-    L, E, k = int(ref.meta["num_moe_layers"]), int(ref.meta["num_experts"]), int(ref.meta["top_k"])
+    L, E, k = ref.meta["num_moe_layers"], ref.meta["num_experts"], ref.meta["top_k"]
     reordered = sum(r.reordered for r in reqs)
     backends = ordered_unique(str(r.meta.get("backend", "?")) for r in reqs)
     notes = [
