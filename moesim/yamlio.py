@@ -121,6 +121,8 @@ def loads(text: str, origin: str) -> Any:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         fail(f"{origin}:{_where(exc)} is not valid YAML ({problem})")
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        fail(f"{origin}: bad YAML value ({str(exc)[:100]})")
     raise AssertionError  # unreachable
 
 

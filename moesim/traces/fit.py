@@ -171,15 +171,10 @@ def save_params(params: FittedParams, path: str | Path) -> None:
 
 def load_params(path: str | Path) -> dict[str, Any]:
     """The YAML document (fitted or parametric; see synth.synthesize_from_params)."""
-    import yaml
+    from moesim.yamlio import load_file
 
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"{path}: cannot read ({exc})")
-    except yaml.YAMLError as exc:
-        fail(f"{path}: invalid YAML ({str(exc).splitlines()[0]})")
+    doc = load_file(path, "synthetic-trace parameter file")
     if not isinstance(doc, dict):
         fail(f"{path}: expected a YAML mapping of generator parameters")
     return doc

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import yaml
 
 from moesim.errors import MoesimInputError, fail
 from moesim.policies.params import Param, ParamSchema
@@ -24,6 +23,7 @@ from moesim.policies.predictors.base import Prediction, Predictor, PredictorSetu
 from moesim.readers import parse_json_text
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
+from moesim.yamlio import load_file
 
 # Keys every planned predictor accepts in ``predictor.params`` (beside its own).
 COMMON_PARAMS = ParamSchema(
@@ -219,10 +219,7 @@ class LatencyModel:
             path = Path(value).expanduser()
             if not path.is_file():
                 fail(f"predictor.params.latency_ms: {value}: no such latency table file (YAML {{batch: ms}})")
-            try:
-                table = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError:
-                fail(f"{path}: not a YAML latency table ({{batch: ms}})")
+            table = load_file(path, "YAML latency table ({batch: ms})")
             if isinstance(table, dict) and "batch_ms" in table:
                 table = table["batch_ms"]
             self._set_table(table, str(path))

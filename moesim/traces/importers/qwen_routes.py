@@ -57,8 +57,8 @@ def _load_json(path: Path) -> Any:
     return read_json_file(path)
 
 
-def _read(path: Path) -> _Request:
-    doc = _load_json(path)
+def _check_doc(path: Path, doc: Any) -> tuple[dict[str, Any], int, int, int]:
+    """The file's meta (checked) and its L, E, k; the routes list's size and token positions."""
     if (
         not isinstance(doc, dict)
         or not isinstance(doc.get("meta"), dict)
@@ -82,40 +82,58 @@ def _read(path: Path) -> _Request:
         if not isinstance(r, dict):
             fail(f"{path}: routes[{i}] is {type(r).__name__}, expected an object")
         strict_int(r.get("token_pos"), f"{path}: routes[{i}].token_pos")
+    return meta, L, E, k
+
+
+def _route_phase(path: Path, i: int, r: dict[str, Any], phases: list[str]) -> str:
+    if r.get("token_pos") != i:
+        fail(f"{path}: route {i}: token_pos {r.get('token_pos')!r}; positions must be 0..n-1")
+    phase = r.get("phase")
+    if phase not in ("prefill", "decode"):
+        fail(f"{path}: token_pos {i}: phase {phase!r}, expected 'prefill' or 'decode'")
+    if phases and phases[-1] == "decode" and phase == "prefill":
+        fail(f"{path}: token_pos {i}: prefill route after a decode route")
+    return phase
+
+
+def _route_cells(
+    path: Path, i: int, phase: str, r: dict[str, Any], L: int, E: int, k: int
+) -> tuple[list[list[int]], list[list[float]]]:
+    layers = r.get("layers")
+    if not isinstance(layers, dict):
+        fail(f"{path}: token_pos {i}: no 'layers' object")
+    experts, weights = [], []
+    for layer in range(L):
+        cell = layers.get(str(layer))
+        if cell is None:
+            fail(
+                f"{path}: token_pos {i} ({phase}) layer {layer}: missing; every route needs all {L} MoE layers"
+            )
+        at = f"{path}: token_pos {i} ({phase}) layer {layer}"
+        if not isinstance(cell, dict):
+            fail(f"{at}: expected an object with experts and weights")
+        e = strict_int_list(cell.get("experts"), f"{at}: experts", 0, E - 1)
+        wt = strict_float_list(cell.get("weights"), f"{at}: weights")
+        if len(e) != k or len(wt) != k:
+            fail(f"{at}: {len(e)} experts and {len(wt)} weights; need top_k={k} of each")
+        experts.append(e)
+        weights.append(wt)
+    return experts, weights
+
+
+def _read(path: Path) -> _Request:
+    doc = _load_json(path)
+    meta, L, E, k = _check_doc(path, doc)
     routes = sorted(doc["routes"], key=lambda r: r["token_pos"])
     ex = np.empty((len(routes), L, k), dtype=np.int64)
     w = np.empty((len(routes), L, k), dtype=np.float64)
     phases: list[str] = []
     tok: list[int] = []
     for i, r in enumerate(routes):
-        if not isinstance(r, dict) or r.get("token_pos") != i:
-            fail(
-                f"{path}: route {i}: token_pos {r.get('token_pos') if isinstance(r, dict) else r!r}; positions must be 0..n-1"
-            )
-        phase = r.get("phase")
-        if phase not in ("prefill", "decode"):
-            fail(f"{path}: token_pos {i}: phase {phase!r}, expected 'prefill' or 'decode'")
-        if phases and phases[-1] == "decode" and phase == "prefill":
-            fail(f"{path}: token_pos {i}: prefill route after a decode route")
+        phase = _route_phase(path, i, r, phases)
         phases.append(phase)
         tok.append(strict_int(r["token_id"], f"{path}: token_pos {i}: token_id") if "token_id" in r else -1)
-        layers = r.get("layers")
-        if not isinstance(layers, dict):
-            fail(f"{path}: token_pos {i}: no 'layers' object")
-        for layer in range(L):
-            cell = layers.get(str(layer))
-            if cell is None:
-                fail(
-                    f"{path}: token_pos {i} ({phase}) layer {layer}: missing; every route needs all {L} MoE layers"
-                )
-            at = f"{path}: token_pos {i} ({phase}) layer {layer}"
-            if not isinstance(cell, dict):
-                fail(f"{at}: expected an object with experts and weights")
-            e = strict_int_list(cell.get("experts"), f"{at}: experts", 0, E - 1)
-            wt = strict_float_list(cell.get("weights"), f"{at}: weights")
-            if len(e) != k or len(wt) != k:
-                fail(f"{at}: {len(e)} experts and {len(wt)} weights; need top_k={k} of each")
-            ex[i, layer], w[i, layer] = e, wt
+        ex[i], w[i] = _route_cells(path, i, phase, r, L, E, k)
     ex, w, reordered = rank_by_weight(ex, w)
     is_dec = np.array([p == "decode" for p in phases], dtype=bool)
     return _Request(
