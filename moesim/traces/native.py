@@ -18,7 +18,7 @@ import numpy as np
 from moesim.errors import fail
 from moesim.io import atomic_dir, dumps_json
 from moesim.readers import read_json_file
-from moesim.traces.importers._common import ID_MAX, npy_header, strict_int, strict_int_list
+from moesim.traces.importers.common import ID_MAX, npy_header, strict_int, strict_int_list
 from moesim.traces.trace import SCHEMA_NAME, SCHEMA_VERSION, Trace, TraceMeta
 
 MANIFEST = "trace.json"
