@@ -44,9 +44,8 @@ COMMAND_MODULES = [
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own errors also exit 2 with one line + usage
-        self.print_usage(sys.stderr)
-        print(f"moesim: error: {message}", file=sys.stderr)
+    def error(self, message: str):  # argparse's own errors: one line too, exit 2
+        print(f"moesim: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
 
 
