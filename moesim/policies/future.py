@@ -1,11 +1,10 @@
 """Index of the trace's future demand accesses, for offline policies (Belady, oracle-style bounds).
 
-Memory is two flat arrays the length of the access stream (the keys as int16 where they fit, and
-each access's next use as int32), no per-key copies: 6 bytes per access (768 MB for a million
-OLMoE tokens), where a per-key int64 position index and its argsort took 24.
-Queries come in replay order, so the general ``next_use(key, pos)`` is answered from a per-key
-cursor advanced with the replay; the common queries (a hit or demand admission asks for the use
-after the access at ``pos - 1``) read the precomputed array directly.
+Memory is one flat array the length of the access stream, each access's next use (int32 where
+positions fit): 4 bytes per access (512 MB for a million OLMoE tokens), where a per-key int64
+position index and its argsort took 24, and the stream itself is not kept. Queries come in replay
+order, so ``next_use(key, pos)`` walks a per-key cursor forward along that key's chain of next
+uses: a hit or a demand admission (the use after the access at ``pos - 1``) is one step.
 """
 
 from __future__ import annotations
@@ -50,44 +49,29 @@ def next_positions(stream: np.ndarray) -> np.ndarray:
 class FutureIndex:
     def __init__(self, stream: np.ndarray):
         stream = np.asarray(stream)
-        if len(stream) and stream.max() <= np.iinfo(np.int16).max and stream.min() >= 0:
-            stream = stream.astype(np.int16)  # keys of models up to 32k experts: half the bytes
-        self._stream = stream
-        self._n = len(self._stream)
-        self._nxt = next_positions(self._stream)
-        size = int(self._stream.max()) + 1 if self._n else 0
-        # key -> first use at >= self._cursor (self._n if none); advanced lazily with the replay.
-        self._at = np.full(size, self._n, dtype=np.int64)
+        self._n = len(stream)
+        self._nxt = next_positions(stream)
+        size = int(stream.max()) + 1 if self._n else 0
+        self._first = np.full(size, self._n, dtype=np.int64)  # key -> its first use (n if none)
         if self._n:
-            keys, first = np.unique(self._stream, return_index=True)
-            self._at[keys] = first
-        self._cursor = 0
-
-    def _advance(self, pos: int) -> None:
-        c = self._cursor
-        keys = self._stream[c:pos]
-        nxt = self._nxt[c:pos]
-        last = nxt >= pos  # each key's last access before pos: its next use is the first at >= pos
-        self._at[keys[last]] = nxt[last]
-        self._cursor = pos
-
-    def _scan(self, key: int, pos: int) -> int:
-        """A query behind the cursor (the replay never makes one): a plain forward scan."""
-        hits = np.flatnonzero(self._stream[pos:] == key)
-        return int(hits[0]) + pos if len(hits) else NEVER
+            keys, first = np.unique(stream, return_index=True)
+            self._first[keys] = first
+        # Per key: the last query position and the first use at or after it. Queries come in replay
+        # order, so each key's cursor only walks forward along its own chain of next uses.
+        self._asked = np.zeros(size, dtype=np.int64)
+        self._at = self._first.copy()
 
     def next_use(self, key: int, pos: int) -> int:
         n = self._n
-        if pos >= n:
+        if not 0 <= key < len(self._at) or pos >= n:
             return NEVER
-        if pos > 0 and self._stream[pos - 1] == key:
-            v = int(self._nxt[pos - 1])
-        elif self._stream[pos] == key:
-            return pos
+        nxt = self._nxt
+        if pos < self._asked[key]:  # behind this key's cursor (the replay never asks): start over
+            at = int(self._first[key])
         else:
-            if pos < self._cursor:
-                return self._scan(key, pos)
-            if pos > self._cursor:
-                self._advance(pos)
-            v = int(self._at[key]) if 0 <= key < len(self._at) else n
-        return v if v < n else NEVER
+            at = int(self._at[key])
+        while at < pos:
+            at = int(nxt[at])
+        self._asked[key] = pos
+        self._at[key] = at
+        return at if at < n else NEVER
