@@ -1,6 +1,6 @@
 """Peak memory (RSS) of each moesim command on a generated million-token trace.
 
-    python benchmarks/bench_memory.py [--tokens 1024000] [--run-tokens N] [--csv-tokens 160000]
+    python benchmarks/bench_memory.py [--tokens 1024000] [--run-tokens N] [--csv-tokens 260000]
                                       [--policies lru,belady,...] [--only synth,stats,...] [--dir DIR]
 
 Generates an OLMoE-shaped trace (16 layers, E=64, k=8) with ``moesim trace synth`` into a temporary
@@ -60,7 +60,11 @@ def synth_args(out: Path, tokens: int) -> list[str]:
 
 
 def write_csv(trace_dir: Path, path: Path, tokens: int) -> None:
-    """One row per (sequence, token, layer) with k expert columns, from the trace's first tokens."""
+    """One row per (sequence, token, layer) with k expert columns, from the trace's first tokens.
+
+    Runs in a child process (``--write-csv``): Linux reports a child's peak RSS as at least its
+    parent's at fork, so this process must stay small for the figures of the commands it starts.
+    """
     sys.path.insert(0, str(ROOT))
     from moesim.traces.native import load_trace
 
@@ -85,8 +89,10 @@ def write_csv(trace_dir: Path, path: Path, tokens: int) -> None:
 def plan(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
     big = work / "big.moetrace"
     run_trace = big if args.run_tokens >= args.tokens else work / "run.moetrace"
-    steps: list[tuple[str, list[str]]] = [("synth", synth_args(big, args.tokens))]
-    if run_trace != big:
+    steps: list[tuple[str, list[str]]] = []
+    if not (args.reuse and big.exists()):
+        steps.append(("synth", synth_args(big, args.tokens)))
+    if run_trace != big and not (args.reuse and run_trace.exists()):
         steps.append(("synth (run trace)", synth_args(run_trace, args.run_tokens)))
     steps.append(("stats", moesim("trace", "stats", str(big), "--out", str(work / "stats"))))
     steps.append(("import-csv", moesim("trace", "import", "--format", "table", str(work / "routes.csv"),
@@ -100,7 +106,7 @@ def plan(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
                                     "--quiet")))  # fmt: skip
     wanted = set(args.only) if args.only else None
     return [(name, cmd) for name, cmd in steps if wanted is None or name.split(":")[0] in wanted or name in wanted
-            or name.startswith("synth")]  # fmt: skip
+            or name.startswith("synth (")]  # fmt: skip
 
 
 def main() -> int:
@@ -110,12 +116,17 @@ def main() -> int:
         "--run-tokens", type=int, default=None, help="tokens of the trace runs use (default --tokens)"
     )
     ap.add_argument(
-        "--csv-tokens", type=int, default=160_000, help="tokens written to the CSV (16 rows each)"
+        "--csv-tokens", type=int, default=260_000, help="tokens written to the CSV (16 rows each)"
     )
     ap.add_argument("--policies", default=",".join(POLICIES), help="cache policies for run:<policy>")
     ap.add_argument("--only", default="", help="comma list of synth, stats, import-csv, run, compare")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
+    ap.add_argument("--reuse", action="store_true", help="keep traces already generated in --dir")
+    ap.add_argument("--write-csv", nargs=3, metavar=("TRACE", "CSV", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.write_csv:
+        write_csv(Path(args.write_csv[0]), Path(args.write_csv[1]), int(args.write_csv[2]))
+        return 0
     args.run_tokens = args.run_tokens or args.tokens
     args.policies = [p for p in args.policies.split(",") if p]
     args.only = [o for o in args.only.split(",") if o]
@@ -125,7 +136,8 @@ def main() -> int:
     try:
         for name, cmd in plan(args, work):
             if name == "import-csv":
-                write_csv(work / "big.moetrace", work / "routes.csv", args.csv_tokens)
+                csv_args = [str(work / "big.moetrace"), str(work / "routes.csv"), str(args.csv_tokens)]
+                subprocess.run([sys.executable, __file__, "--write-csv", *csv_args], check=True, cwd=ROOT)
                 name = f"import-csv ({(work / 'routes.csv').stat().st_size / 2**20:.0f} MiB)"
             log = work / f"{name.split()[0].replace(':', '-')}.log"
             wall, rss, rc = measure(cmd, log)

@@ -1,7 +1,7 @@
 """Hit counts at every capacity through the compiled kernels (moesim.analysis.curve_kernels).
 
 Memory: LRU streams the trace block by block (state O(keys)); Belady holds one scope's key
-stream and its next-use positions as int32 (8 bytes per access), nothing per capacity.
+stream (int16 where keys fit) and its next-use positions (int32): 6 bytes per access.
 """
 
 from __future__ import annotations
@@ -67,22 +67,22 @@ def lru_curve(trace: Trace, capacities: Sequence[int], scope: str, reset: bool) 
 
 
 def _scope_streams(trace: Trace, scope: str, reset: bool) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """(int32 keys, per-step reset flags, number of keys) for the global stream or each layer's."""
+    """(keys, per-step reset flags, number of keys) for the global stream or each layer's; keys are
+    int16 where they fit, so with their int32 next uses Belady holds 6 bytes per access."""
     m = trace.meta
     L, E = m.num_layers, m.num_experts
     flags = _seq_start_flags(trace) if reset else np.zeros(trace.num_tokens, dtype=bool)
     layers = [None] if scope == "global" else list(range(L))
+    n = trace.num_tokens * m.top_k * (L if scope == "global" else 1)
+    dtype = np.int16 if L * E < 1 << 15 else np.int32
+    offs = (np.arange(L, dtype=np.int64) * E)[None, :, None]
     for layer in layers:
-        parts = []
+        keys = np.empty(n, dtype)  # filled block by block: no list of parts to concatenate
+        at = 0
         for _, block in _blocks(trace):
-            if layer is None:
-                parts.append(
-                    (block + (np.arange(L, dtype=np.int64) * E)[None, :, None]).reshape(-1).astype(np.int32)
-                )
-            else:
-                parts.append(block[:, layer, :].reshape(-1).astype(np.int32))
-        keys = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-        del parts
+            flat = (block + offs).reshape(-1) if layer is None else block[:, layer, :].reshape(-1)
+            keys[at : at + len(flat)] = flat
+            at += len(flat)
         if layer is None:
             reset_at = np.zeros((trace.num_tokens, L), dtype=bool)
             reset_at[:, 0] = flags
