@@ -97,7 +97,7 @@ def plan(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
     steps.append(("stats", moesim("trace", "stats", str(big), "--out", str(work / "stats"))))
     steps.append(("import-csv", moesim("trace", "import", "--format", "table", str(work / "routes.csv"),
                                        "--expert-cols", ",".join(f"e{i}" for i in range(8)), "--num-experts",
-                                       "64", "--out", str(work / "csv.moetrace"))))  # fmt: skip
+                                       "64", "--out", str(work / "csv.moetrace"), "--force")))  # fmt: skip
     for pol in args.policies:
         steps.append((f"run:{pol}", moesim("run", "--set", f"trace.path={run_trace}", "--set",
                                            f"cache.policy={pol}", "--out", str(work / f"run-{pol}"), "--quiet")))  # fmt: skip

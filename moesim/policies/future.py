@@ -17,16 +17,22 @@ _CHUNK = 1 << 20
 
 
 def next_positions(stream: np.ndarray) -> np.ndarray:
-    """For each access, the index of the next access to the same key (``len(stream)`` if none).
+    """For each access, the index of the next access to the same key (``len(stream)`` if none)."""
+    return next_and_first(stream)[0]
 
-    A backward pass in chunks: only a chunk's argsort is ever held, never the whole stream's.
+
+def next_and_first(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(next positions as in ``next_positions``, each key's first position or ``len(stream)``).
+
+    A backward pass in chunks: only a chunk's argsort is ever held, never the whole stream's
+    (a whole-stream sort, e.g. ``np.unique(return_index=True)``, took 4 GB on a million tokens).
     int32 when the positions fit, else int64.
     """
     n = len(stream)
     dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
     nxt = np.empty(n, dtype=dtype)
     if n == 0:
-        return nxt
+        return nxt, np.zeros(0, np.int64)
     first_after = np.full(int(stream.max()) + 1, n, dtype=np.int64)  # key -> first use at >= chunk end
     for end in range(n, 0, -_CHUNK):
         start = max(0, end - _CHUNK)
@@ -43,19 +49,14 @@ def next_positions(stream: np.ndarray) -> np.ndarray:
         heads = order[np.concatenate([[True], ~same])]
         first_after[keys[heads]] = heads + start
         nxt[start:end] = local
-    return nxt
+    return nxt, first_after
 
 
 class FutureIndex:
     def __init__(self, stream: np.ndarray):
-        stream = np.asarray(stream)
         self._n = len(stream)
-        self._nxt = next_positions(stream)
-        size = int(stream.max()) + 1 if self._n else 0
-        self._first = np.full(size, self._n, dtype=np.int64)  # key -> its first use (n if none)
-        if self._n:
-            keys, first = np.unique(stream, return_index=True)
-            self._first[keys] = first
+        self._nxt, self._first = next_and_first(np.asarray(stream))  # key -> its first use (n if none)
+        size = len(self._first)
         # Per key: the last query position and the first use at or after it. Queries come in replay
         # order, so each key's cursor only walks forward along its own chain of next uses.
         self._asked = np.zeros(size, dtype=np.int64)
@@ -66,10 +67,8 @@ class FutureIndex:
         if not 0 <= key < len(self._at) or pos >= n:
             return NEVER
         nxt = self._nxt
-        if pos < self._asked[key]:  # behind this key's cursor (the replay never asks): start over
-            at = int(self._first[key])
-        else:
-            at = int(self._at[key])
+        # Behind this key's cursor (the replay never asks that): start over from its first use.
+        at = int(self._first[key]) if pos < self._asked[key] else int(self._at[key])
         while at < pos:
             at = int(nxt[at])
         self._asked[key] = pos
