@@ -9,7 +9,9 @@ tests/analysis checks them against ``moesim.engine.decisions.run_decisions`` hit
 
 Why a separate implementation: a curve needs one replay per capacity and policy, and the policy
 core's per-access bookkeeping (prefetch state, pins, event records) costs ~10x more than these
-tight loops. Per-layer scope is the global algorithm on each layer's own sub-stream (pools are
+tight loops. These Python replays are the reference; with numba installed ``hit_curves`` runs the
+compiled fast path instead (moesim.analysis.fast_curves: LRU for every capacity from one
+stack-distance pass, Belady one compiled replay per capacity), proven equal to them in tests. Per-layer scope is the global algorithm on each layer's own sub-stream (pools are
 independent and a step only pins its own layer), summed.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moesim.analysis.curve_kernels import HAVE_NUMBA
 from moesim.errors import fail
 from moesim.traces.trace import Trace
 
@@ -182,8 +185,12 @@ def hit_curves(
     scope: str = "global",
     reset_per_sequence: bool = False,
     progress: Callable[[int], None] | None = None,
+    *,
+    fast: bool | None = None,
 ) -> dict[str, HitCurve]:
-    """One curve per policy. ``progress(n)`` is told about each finished replay."""
+    """One curve per policy. ``progress(n)`` is told about each finished replay (the one-pass LRU
+    counts as one per capacity). ``fast`` (default: when numba is installed) uses the compiled
+    one-pass LRU and per-capacity Belady kernels; False runs the reference replays below."""
     if scope not in SCOPES:
         fail(f"cache scope {scope!r} is unknown; use one of {', '.join(SCOPES)}")
     bad = [p for p in policies if p not in POLICIES]
@@ -194,6 +201,14 @@ def hit_curves(
     for c in caps:
         if c < k:
             fail(f"capacity {c} is below top_k={k} for {scope} scope; every layer-step needs k slots")
+    if fast is None:
+        fast = HAVE_NUMBA
+    if fast:
+        from moesim.analysis.fast_curves import fast_hits
+
+        accesses = trace.num_tokens * trace.meta.num_layers * k
+        hits_by = fast_hits(trace, caps, policies, scope, reset_per_sequence, progress)
+        return {p: HitCurve(p, scope, caps, hits_by[p], accesses) for p in policies}
     streams = (
         [_stream(trace)]
         if scope == "global"

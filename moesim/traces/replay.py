@@ -132,12 +132,13 @@ def access_stream(trace: Trace, batch: int, prefill: bool = False) -> np.ndarray
         return np.concatenate(parts) if parts else np.zeros(0, np.int32)
     if batch == 1:
         offs = _layer_offsets(trace)
-        chunks = []
+        per_token = trace.meta.num_layers * trace.meta.top_k
+        out = np.empty(trace.num_tokens * per_token, np.int32)  # filled in place: no 2x concatenate
         step = 65536
         for start in range(0, trace.num_tokens, step):
             block = np.asarray(trace.experts[start : start + step], dtype=np.int64) + offs
-            chunks.append(block.reshape(-1).astype(np.int32))
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+            out[start * per_token : start * per_token + block.size] = block.reshape(-1)
+        return out
     parts = [
         np.fromiter((k for st in g.steps for k in st), dtype=np.int32) for g in iter_groups(trace, batch)
     ]

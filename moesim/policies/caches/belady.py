@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import heapq
 from collections.abc import Container
 
 from moesim.policies.caches.base import CacheContext, CachePolicy
-from moesim.policies.caches.lazy_heap import heap_victim
+from moesim.policies.caches.lazy_heap import heap_victim, push_bounded
 from moesim.policies.registries import CACHES
 
 
@@ -13,7 +12,8 @@ class Belady(CachePolicy):
     """Belady's OPT: evict the resident whose next demand access is farthest (never = infinite).
 
     Ties go to the lowest key, i.e. lowest (layer, expert id), as docs/design.md's reference fixes.
-    An offline bound: it reads the trace's future through ``CacheContext.next_use``.
+    An offline bound: it reads the trace's future through ``CacheContext.next_use`` (precomputed
+    next-use positions, moesim.policies.future). Its heap holds at most ~2x its residents.
     """
 
     name = "belady"
@@ -24,7 +24,7 @@ class Belady(CachePolicy):
         assert ctx.next_use is not None, "Belady needs the future index"
         self._next_use = ctx.next_use
         self._next: dict[int, int] = {}
-        self._heap: list[tuple[int, int]] = []  # (-next use, key), lazily invalidated
+        self._heap: list[tuple[int, int]] = []  # (-next use, key), lazily invalidated, bounded
 
     def __contains__(self, key: int) -> bool:
         return key in self._next
@@ -34,7 +34,10 @@ class Belady(CachePolicy):
 
     def _set(self, key: int, nxt: int) -> None:
         self._next[key] = nxt
-        heapq.heappush(self._heap, (-nxt, key))
+        push_bounded(self._heap, (-nxt, key), len(self._next), self._live)
+
+    def _live(self):
+        return ((-v, k) for k, v in self._next.items())
 
     def on_hit(self, key: int, pos: int) -> None:
         self._set(key, self._next_use(key, pos + 1))

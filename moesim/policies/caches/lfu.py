@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import heapq
 from collections.abc import Container
 
 from moesim.policies.caches.base import CacheContext, CachePolicy
-from moesim.policies.caches.lazy_heap import heap_victim
+from moesim.policies.caches.lazy_heap import heap_victim, push_bounded
 from moesim.policies.registries import CACHES
 
 
@@ -34,7 +33,10 @@ class LFU(CachePolicy):
     def _touch(self, key: int, freq: int) -> None:
         self._tick += 1
         self._state[key] = (freq, self._tick)
-        heapq.heappush(self._heap, (freq, self._tick, key))
+        push_bounded(self._heap, (freq, self._tick, key), len(self._state), self._live)
+
+    def _live(self):
+        return ((f, t, k) for k, (f, t) in self._state.items())
 
     def on_hit(self, key: int, pos: int) -> None:
         self._touch(key, self._state[key][0] + 1)
