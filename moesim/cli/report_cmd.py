@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     build = report_builder(args.dir)
     out = args.out if args.out is not None else args.dir / "report"
     claim = claim_output(out, "report", force=args.force, inputs=[args.dir], inside_inputs_ok=True)
-    page = build(args.dir, claim.open_dir())
+    # built aside and swapped in whole: unreadable results leave no half-made report behind
+    page = claim.path / claim.write_dir(lambda d: build(args.dir, d).relative_to(d))
     if not args.quiet:
         print(f"report: {page}")
     return 0

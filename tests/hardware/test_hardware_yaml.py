@@ -87,7 +87,7 @@ def test_bad_files(tmp_path: Path, mutate, match: str) -> None:
 def test_unsafe_yaml_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "evil.yaml"
     path.write_text("!!python/object/apply:os.system ['true']\n", encoding="utf-8")
-    with pytest.raises(MoesimInputError, match=r"evil.yaml: not valid YAML"):
+    with pytest.raises(MoesimInputError, match=r"evil.yaml: line 1 is not valid YAML"):
         read_profile(path)
     with pytest.raises(MoesimInputError, match=r"no such file; use paper:"):
         load_profile(tmp_path / "absent.yaml")
