@@ -49,6 +49,7 @@ class ContinuousBatcher:
         for q in order:
             prompt = prompt_tokens
             if self.prefill:
+                assert trace.prefill_offsets is not None  # self.prefill checked it
                 prompt = int(trace.prefill_offsets[q + 1] - trace.prefill_offsets[q])
             off = trace.seq_offsets
             self.requests.append(Request(q, float(arrivals_ms[q]), int(off[q]), int(off[q + 1]), prompt))
@@ -69,6 +70,7 @@ class ContinuousBatcher:
             self.active.append(r)
             joined.append(r)
         g = self.group
+        assert g.counts is not None  # a list since __init__
         if joined and self.prefill:
             steps, counts, tokens = prefill_steps(self.trace, tuple(r.seq for r in joined))
             g.steps.extend(steps)

@@ -45,10 +45,14 @@ class CopyEngine:
         # Prefetches not started (cancelled ones skipped): a heap by readiness, or, when every copy
         # is ready at its issue (no SSD stage), a plain queue in issue order, which is the same order.
         self._fifo = fifo
-        self._waiting: list[Transfer] | deque[Transfer] = deque() if fifo else []
+        # ``_queue`` and ``_heap`` are typed views of the one that ``_waiting`` is (the other stays empty).
+        self._queue: deque[Transfer] = deque()
+        self._heap: list[Transfer] = []
+        self._waiting: list[Transfer] | deque[Transfer] = self._queue if fifo else self._heap
         self._seq = 0
         if fifo:  # issue order is the serving order: submitting is appending
-            self.submit_prefetch = self._waiting.append
+            # A per-instance override of the method, on purpose: the deque's own append, no wrapper.
+            self.submit_prefetch = self._queue.append  # type: ignore[method-assign,assignment]
 
     @property
     def free_at(self) -> float:
@@ -64,22 +68,24 @@ class CopyEngine:
         if not q:
             return
         single = len(free) == 1
+        dq = self._queue  # is ``q`` when ``_fifo``
         if single and self._fifo:  # the common case, kept short
             f = free[0]
-            while q and f <= now:
-                tr = q[0]
+            while dq and f <= now:
+                tr = dq[0]
                 if tr.state != PENDING:
-                    q.popleft()
+                    dq.popleft()
                     continue
                 start = f if f > tr.not_before else tr.not_before
                 if start > now:
                     break
-                q.popleft()
+                dq.popleft()
                 tr.start = start
                 tr.end = f = start + tr.dur
                 tr.state = STARTED
             free[0] = f
             return
+        hq = self._heap  # is ``q`` when not ``_fifo``
         while q:
             lane = 0 if single else free.index(min(free))
             f = free[lane]
@@ -88,17 +94,17 @@ class CopyEngine:
             tr = q[0]
             if tr.state != PENDING:
                 if self._fifo:
-                    q.popleft()
+                    dq.popleft()
                 else:
-                    heapq.heappop(q)
+                    heapq.heappop(hq)
                 continue
             start = f if f > tr.not_before else tr.not_before
             if start > now:
                 return
             if self._fifo:
-                q.popleft()
+                dq.popleft()
             else:
-                heapq.heappop(q)
+                heapq.heappop(hq)
             tr.start = start
             tr.end = free[lane] = start + tr.dur
             tr.state = STARTED
@@ -110,7 +116,7 @@ class CopyEngine:
     def submit_prefetch(self, tr: Transfer) -> None:
         self._seq += 1
         tr.seq = self._seq
-        heapq.heappush(self._waiting, tr)
+        heapq.heappush(self._heap, tr)
 
     def schedule(self, tr: Transfer, now: float) -> None:
         """Time a demand copy on the first free lane (callers have advanced the engine to ``now``)."""

@@ -54,6 +54,7 @@ from moesim.metrics.stats import RunStats
 from moesim.models.spec import ModelSpec
 from moesim.policies.core import PolicyCore
 from moesim.policies.outputs import StepOutputs
+from moesim.policies.pool import ExpertPool
 from moesim.traces.replay import Group
 
 
@@ -167,6 +168,9 @@ class _Pending:
 
 class LiveExecutor(StepPhases):
     name = "live"
+    # a layer-step's hits: arrived (slot, key) compute at once; the waiting ones after their copy
+    _arrived: list[tuple[int, int]]
+    _waiting: list[LiveTransfer]
 
     def __init__(
         self,
@@ -261,7 +265,7 @@ class LiveExecutor(StepPhases):
         self._slot_of: dict[int, int] = {}  # resident key -> its slot
         self._free = list(range(self.store.num_slots - 1, -1, -1))
         self._scratch_next = 0
-        self._pool = None
+        self._pool: ExpertPool | None = None
         self._h2d_bytes = 0
         self._ssd_bytes = 0
         self._tokens: list[_Token] = []
@@ -388,7 +392,7 @@ class LiveExecutor(StepPhases):
         ps = group.prefill_steps
         first_batch = group.prompt_tokens if ps else (group.active[0] if group.active else 0)
         self._tok = _Token(group.index, -1 if ps else 0, first_batch, self._marks.mark(), self._first_tally)
-        self._h = None
+        self._h: torch.Tensor | None = None  # the hidden state, set at the group's first layer-step
         self._last_mark = self._tok.start
         self._prev_end = 0.0
 
@@ -403,6 +407,7 @@ class LiveExecutor(StepPhases):
         K = self.kernels
         if layer == 0:
             self._h = K.prompt_hidden(batch) if s < group.prefill_steps else K.hidden(t, batch)
+        assert self._h is not None  # layer 0 comes first
         self._x = K.norm(layer, self._h)
 
     def prefetch_early(self, s: int) -> None:
@@ -411,6 +416,7 @@ class LiveExecutor(StepPhases):
     def attend(self, s: int) -> None:
         K, layer = self.kernels, self._layer
         prefill = s < self._grp.prefill_steps
+        assert self._h is not None  # set by begin_step
         h = self._h + (
             K.prefill_attention(layer, self._x) if prefill else K.attention(layer, self._x, self._context)
         )
@@ -482,6 +488,7 @@ class LiveExecutor(StepPhases):
         for key in out.cpu_keys:
             n = cnt[key] if cnt is not None else 1
             xh = xg[:n].to("cpu") if cuda else xg[:n]  # activations to the host
+            assert self._cpu_pool is not None  # started above: there are CPU keys
             self._cpu_jobs.append((n, self._cpu_pool.submit(self._cpu_expert, key, xh)))
         for key in out.substitutes:
             tr = self._inflight.get(key)
@@ -496,6 +503,7 @@ class LiveExecutor(StepPhases):
         self._issue_prefetches(self._core, self._stats)
         K, layer, xg = self.kernels, self._layer, self._xg
         h = self._h
+        assert h is not None  # set by begin_step
         sh = K.shared(layer, xg)
         if sh is not None:
             h += sh
@@ -531,6 +539,7 @@ class LiveExecutor(StepPhases):
                 if tr.state != DONE:
                     ready = self._marks.mark()
                     worker.wait_issued(tr)
+                    assert stream is not None  # the compute stream, on CUDA
                     stream.wait_event(tr.end_evt)
                     self._pending.stalls.append((tok_index, self._layer, ready, tr))
             elif tr.state != DONE:

@@ -65,6 +65,7 @@ class SimExecutor(StepPhases):
         stats.makespan_ms = env.now
         if self.timeline:
             self._engine.advance(float("inf"))
+            assert self._slices is not None and self._transfers is not None  # lists when timeline
             stats.timeline = build_timeline(self._slices, self._transfers, core.E)
         return stats
 
@@ -146,6 +147,7 @@ class SimExecutor(StepPhases):
     def _record_compute(self, g, t, layer, t0, t_gate, t_shared, ready, counts_all, s, group) -> None:
         # Mirrors _compute_ready (same order and durations) without slowing it down.
         sl = self._slices
+        assert sl is not None  # called only when recording the timeline
         args = {"group": g, "step": t, "layer": layer}
         sl.append(("compute", f"L{layer} attention+gate", t0, t_gate, args))
         if t_shared > t_gate:
@@ -259,6 +261,7 @@ class SimExecutor(StepPhases):
         lead_append, slack_append = stats.lead_samples.append, stats.slack_samples.append
         late = n_done = 0
         waits: list[float] = []
+        tr: Transfer | None
         if engine.idle(t_gate):  # every copy so far has arrived: no hit can be late
             n_done = len(hit_keys)
             if True in hit_pf:

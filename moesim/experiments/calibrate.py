@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,8 @@ from moesim.hardware.costs import CostModel
 from moesim.io import atomic_dir, dumps_json
 from moesim.metrics.result import RunResult
 
-PCTS = ("mean", "p50", "p90", "p99")
+Pct = Literal["mean", "p50", "p90", "p99"]  # the keys of a summary's latency percentiles
+PCTS: tuple[Pct, ...] = ("mean", "p50", "p90", "p99")
 LOOP_OPS = ("layer_overhead_pre_gate", "layer_overhead_post_gate")
 
 

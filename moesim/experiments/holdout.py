@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from moesim.traces.trace import Trace
 if TYPE_CHECKING:
     from moesim.experiments.run import Prepared
     from moesim.experiments.scenario import Scenario
+    from moesim.metrics.summary import Summary
 
 # The same split ``moesim predictor train`` and ``eval`` use by default.
 TRAIN_FRACTION = 0.8
@@ -224,7 +225,7 @@ def _same_file(sc: Scenario, fit_trace: str) -> bool:
     return sc.resolve_path(fit_trace).resolve() == sc.resolve_path(sc.trace.path).resolve()
 
 
-def outcome_notes(sc: Scenario, summary: dict[str, Any], num_layers: int, min_slots: int) -> list[str]:
+def outcome_notes(sc: Scenario, summary: Summary, num_layers: int, min_slots: int) -> list[str]:
     """What the run found about its own plan: one that cannot fit the cache, or no prefetch at all."""
     notes = []
     pf, counts = summary["prefetch"], summary["counts"]
@@ -250,7 +251,7 @@ def outcome_notes(sc: Scenario, summary: dict[str, Any], num_layers: int, min_sl
     return notes
 
 
-def add_outcome_notes(p: Prepared, summary: dict[str, Any]) -> None:
+def add_outcome_notes(p: Prepared, summary: Summary) -> None:
     """Append what the finished run found (``outcome_notes``) to ``summary``'s provenance notes."""
     found = outcome_notes(p.scenario, summary, p.model.num_moe_layers, p.min_slots)
     if found:

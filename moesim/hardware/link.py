@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from moesim.errors import MoesimInputError
 from moesim.hardware.table import Table
@@ -42,7 +42,8 @@ def _intercept_ms(profile: LatencyProfile, op: str) -> float:
     t = profile.tables.get(op)
     if t is None or "bytes" not in t.axes:
         return 0.0
-    g, v = t.grid[0], t.ms
+    # Ops over bytes have no other axis (OP_AXES), so the table is 1-D: ``ms`` is a tuple of floats.
+    g, v = t.grid[0], cast("tuple[float, ...]", t.ms)
     if len(g) == 1:
         return 0.0
     slope = (v[1] - v[0]) / (g[1] - g[0])
@@ -95,7 +96,7 @@ def _shifted(profile: LatencyProfile, op: str, overhead_us: float, bw_key: str, 
         op=op,
         axes=old.axes,
         grid=old.grid,
-        ms=tuple(max(0.0, v + shift) for v in old.ms),
+        ms=tuple(max(0.0, v + shift) for v in cast("tuple[float, ...]", old.ms)),  # 1-D: axes checked
         provenance={
             "kind": "estimated",
             "formula": "replaced table - its fixed cost (value at 0 bytes) + overhead_us / 1e3  [ms]",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 QUEUED, STARTED, DONE, CANCELLED = 0, 1, 2, 3
 
@@ -53,8 +54,9 @@ class LiveTransfer:
         self.issued = False  # handed to the device (CUDA: its events are recorded)
         self.from_ssd = from_ssd  # read from the SSD tier's file first
         self.lane = -1
-        self.start_evt = None  # CUDA events, set by the CUDA copy function
-        self.end_evt = None
+        # CUDA events, set by the CUDA copy function (Any: this module does not depend on torch)
+        self.start_evt: Any = None
+        self.end_evt: Any = None
 
 
 class CopyWorker:

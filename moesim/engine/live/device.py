@@ -230,6 +230,7 @@ def keep_awake(cpus: frozenset[int] | None):
             )
             procs.append(proc)
         for proc in procs:
+            assert proc.stdout is not None  # stdout=PIPE
             proc.stdout.readline()  # spinning from here on
         yield
     finally:
@@ -238,6 +239,7 @@ def keep_awake(cpus: frozenset[int] | None):
             proc.kill()
         for proc in procs:
             proc.wait()
+            assert proc.stdout is not None  # stdout=PIPE
             proc.stdout.close()
 
 

@@ -15,6 +15,8 @@ attention with ``num_heads`` heads of ``head_dim``; a sliding window caps the at
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,15 @@ def expert_numel(model: ModelSpec) -> int:
 
 class LayerWeights:
     __slots__ = ("ln1", "ln2", "wq", "wkv", "wo", "wg", "shared", "k_cache", "v_cache")
+    ln1: torch.Tensor
+    ln2: torch.Tensor
+    wq: torch.Tensor
+    wkv: torch.Tensor
+    wo: torch.Tensor
+    wg: torch.Tensor
+    shared: torch.Tensor | None  # None: the model has no shared expert
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
 
 
 class ModelKernels:
@@ -82,7 +93,7 @@ class ModelKernels:
         self.shared_I = Is
         E = model.num_experts
         qd, kvd = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.layers: list[LayerWeights] = []
         for layer in range(num_layers):
             w = LayerWeights()
