@@ -118,7 +118,7 @@ def dense_bytes(model: ModelSpec, dense_dtype: str = "bf16", tie_embeddings: boo
         norms=layers * 2 * h * HALF,
         router=moe * model.num_experts * h * HALF,
         shared_experts=moe * fmt.tensor_bytes(shared) if shared else 0,
-        dense_ffn=n_dense * fmt.tensor_bytes(3 * h * int(inter)) if n_dense else 0,
+        dense_ffn=n_dense * fmt.tensor_bytes(3 * h * int(inter)) if n_dense and inter else 0,
         embedding=embed,
         lm_head=0 if tie_embeddings else embed,
     )

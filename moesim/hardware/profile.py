@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from moesim.errors import MoesimInputError
 from moesim.hardware import _interp
@@ -71,11 +71,13 @@ class LatencyProfile:
             record=self._record,
             allowed=frozenset(OP_AXES.get(t.op, t.axes)),
         )
+        # a table's ms nests one level per axis (Table checks it), hence the casts
         if not t.axes:
-            return _interp.Const(t.ms, **kw)
+            return _interp.Const(cast(float, t.ms), **kw)
         if len(t.axes) == 1:
-            return _interp.Linear1(t.grid[0], t.ms, axes=t.axes, **kw)
-        return _interp.Bilinear2(t.grid, t.ms, axes=t.axes, **kw)
+            return _interp.Linear1(t.grid[0], cast(Sequence[float], t.ms), axes=t.axes, **kw)
+        grid = cast(tuple[Sequence[float], Sequence[float]], t.grid)
+        return _interp.Bilinear2(grid, cast(Sequence[Sequence[float]], t.ms), axes=t.axes, **kw)
 
     # --- queries -------------------------------------------------------------------------------
 

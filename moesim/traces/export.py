@@ -15,7 +15,7 @@ of the next request for the same object, -1 for none (what libCacheSim's ``trace
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +185,8 @@ def request_stream(trace: Trace, batch: int = 1, prefill: bool = False) -> tuple
     if batch == 1 and not prefill:
         keys = access_stream(trace, 1).astype(np.int64)
         return keys, np.arange(len(keys), dtype=np.int64) // trace.meta.top_k
-    keys_parts, lens = [], []
+    keys_parts: list[np.ndarray] = []
+    lens: list[int] = []
     for g in iter_groups(trace, batch, prefill):
         lens.extend(len(st) for st in g.steps)
         keys_parts.append(np.fromiter((key for st in g.steps for key in st), dtype=np.int64))
@@ -230,7 +231,7 @@ class _Block:
     clock: np.ndarray  # int64 layer-step of each request
 
 
-def _blocks_batch1(trace: Trace) -> tuple[list[tuple[int, int]], int, int, object]:
+def _blocks_batch1(trace: Trace) -> tuple[list[tuple[int, int]], int, int, Callable[[int], _Block]]:
     """Batch 1 without prefill: blocks are token ranges, computed on demand (nothing kept)."""
     L, k = trace.meta.num_layers, trace.meta.top_k
     per = max(1, _CHUNK_REQUESTS // (L * k))
@@ -246,7 +247,9 @@ def _blocks_batch1(trace: Trace) -> tuple[list[tuple[int, int]], int, int, objec
     return spans, trace.num_tokens * L * k, trace.num_tokens * L, block
 
 
-def _blocks_groups(trace: Trace, batch: int, prefill: bool) -> tuple[list, int, int, object]:
+def _blocks_groups(
+    trace: Trace, batch: int, prefill: bool
+) -> tuple[list, int, int, Callable[[int], _Block]]:
     """Batches or prompt passes: one forward pass keeps each group's keys (int32) and step sizes."""
     groups, start, step0 = [], 0, 0
     for g in iter_groups(trace, batch, prefill):

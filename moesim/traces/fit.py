@@ -539,7 +539,7 @@ class _LMState:
 
 
 def _start(
-    trace: Trace, names: list[str], dom: np.ndarray, lengths: np.ndarray, logf_real: np.ndarray
+    trace: Trace, names: tuple[str, ...], dom: np.ndarray, lengths: np.ndarray, logf_real: np.ndarray
 ) -> FittedParams:
     """The generator's starting parameters for ``trace``."""
     L, E, k, D = trace.meta.num_layers, trace.meta.num_experts, trace.meta.top_k, len(names)

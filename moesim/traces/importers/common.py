@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
@@ -141,7 +141,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+def npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from an open ``.npy`` stream's header, without reading the data."""
     major, _ = np.lib.format.read_magic(fh)
     if major == 1:

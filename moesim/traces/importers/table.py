@@ -465,14 +465,15 @@ def _check_present(rows: _Rows, cols: _Cols) -> None:
         _need(rows, cols.experts, "--experts-col (or give k columns with --expert-cols)")
     for c in cols.weight_cols or []:
         _need(rows, c, "--weight-cols")
-    for c, flag in (
+    optional: tuple[tuple[str | None, str], ...] = (
         (cols.weights, "--weights-col"),
         (cols.domain, "--domain-col"),
         (cols.token_id, "--token-id-col"),
         (cols.phase, "--phase-col"),
-    ):
-        if c is not None:
-            _need(rows, c, flag)
+    )
+    for col, flag in optional:
+        if col is not None:
+            _need(rows, col, flag)
 
 
 def _codes(values: np.ndarray, table: dict[str, int]) -> np.ndarray:
@@ -646,7 +647,9 @@ def import_table(
         pre[pcell] = ex_i[prefill_idx]
         pre = pre.reshape(-1, L, k)
     token_ids = (
-        _token_ids(rows, cols.token_id, tid, decode_idx, tok_row, N, where_cell) if tid is not None else None
+        _token_ids(rows, cols.token_id, tid, decode_idx, tok_row, N, where_cell)
+        if tid is not None and cols.token_id is not None
+        else None
     )
     domains, seq_domain = _domains(rows, cols.domain, dom, st, domain, seq, num_seq, where_seq)
 
