@@ -84,6 +84,10 @@ COMMANDS: dict[str, tuple[Argv, bool]] = {
         True,
     ),
     "trace stats": (lambda o, s, i: ["trace", "stats", str(TRACE), "--out", o, "--no-hit-rates"], True),
+    "trace export": (
+        lambda o, s, i: ["trace", "export", str(TRACE), "--format", "libcachesim", "--out", o],
+        False,
+    ),
     "predictor train": (
         lambda o, s, i: ["predictor", "train", "prophet", "--trace", str(TRACE), "--out", o],
         False,
