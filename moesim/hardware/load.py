@@ -58,7 +58,7 @@ def load_profile(
     else:
         path = Path(text)
         if not path.is_file():
-            raise MoesimInputError(f"profile reference {text!r}: no such file; {_forms()}")
+            raise MoesimInputError(f"hardware.profile: {text!r}: no such file; {_forms()}")
         profile = read_profile(path)
         if model is not None and profile.model is not None and profile.model != model.name:
             raise MoesimInputError(
@@ -73,7 +73,7 @@ def load_profile(
 def _paper(text: str, rest: str, model: ModelSpec | None) -> LatencyProfile:
     key, plus, fill = rest.partition("+")
     if key not in PAPER_DEVICES or (plus and fill != "estimated"):
-        raise MoesimInputError(f"unknown profile reference {text!r}; {_forms()}")
+        raise MoesimInputError(f"hardware.profile: unknown profile {text!r}; {_forms()}")
     if model is not None and not _is_paper_model(model):
         raise MoesimInputError(
             f"profile {text} holds seed 002's measurements of {PAPER_MODEL} only, not {model.name!r}; "
