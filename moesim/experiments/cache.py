@@ -13,9 +13,6 @@ never sees another process's entries, and a result never depends on what is cach
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 
@@ -61,24 +58,3 @@ class RunCache:
 
 
 PROCESS_CACHE = RunCache()
-
-# ``prepare`` (experiments/run.py) loads the trace with no cache argument; ``use_cache`` tells it
-# whose cache to load through for the duration of one call (see pipeline.load).
-_ACTIVE: ContextVar[RunCache | None] = ContextVar("moesim_run_cache", default=None)
-
-
-def active_cache() -> RunCache:
-    return _ACTIVE.get() or PROCESS_CACHE
-
-
-@contextmanager
-def use_cache(cache: RunCache | None) -> Iterator[RunCache]:
-    """Within the block, runs prepared without an explicit cache use ``cache`` (None: unchanged)."""
-    if cache is None:
-        yield active_cache()
-        return
-    token = _ACTIVE.set(cache)
-    try:
-        yield cache
-    finally:
-        _ACTIVE.reset(token)

@@ -29,7 +29,7 @@ from typing import Any
 from moesim.engine.batching import ContinuousBatcher
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
-from moesim.experiments.cache import RunCache, use_cache
+from moesim.experiments.cache import RunCache
 from moesim.experiments.holdout import add_outcome_notes
 from moesim.experiments.run import Prepared, arrival_times, build_core, prepare, provenance
 from moesim.experiments.scenario import Scenario
@@ -42,10 +42,9 @@ from moesim.policies.core import PolicyCore
 
 
 def load(sc: Scenario, cache: RunCache | None = None) -> Prepared:
-    """``prepare(sc)``, its trace loaded through ``cache`` (None: the process's cache), which the
-    returned run keeps for its replay groups and baselines."""
-    with use_cache(cache):
-        return prepare(sc)
+    """``prepare(sc, cache)``: the scenario's inputs loaded through ``cache`` (None: the process's
+    cache), which the returned run keeps for its replay groups and baselines."""
+    return prepare(sc, cache)
 
 
 def make_batcher(p: Prepared) -> ContinuousBatcher | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
 from moesim.errors import fail
-from moesim.experiments.cache import PROCESS_CACHE, RunCache, active_cache
+from moesim.experiments.cache import PROCESS_CACHE, RunCache
 from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.hardware.costs import CostModel
@@ -53,7 +53,7 @@ class Prepared:
     fit_trace: Trace | None = None  # a learned predictor's held-out training side (experiments/holdout.py)
     notes: list[str] = field(default_factory=list)
     # Whose trace, groups and baselines this run reads and fills (see moesim.experiments.cache).
-    cache: RunCache = field(default_factory=active_cache, repr=False, compare=False)
+    cache: RunCache = field(default_factory=lambda: PROCESS_CACHE, repr=False, compare=False)
 
     def groups(self) -> Iterable[Group]:
         sc = self.scenario
@@ -104,10 +104,9 @@ def _load_model(sc: Scenario) -> ModelSpec:
     return get_model(sc.model.name)
 
 
-def _load_trace(sc: Scenario) -> tuple[Trace, Path, tuple | None]:
+def _load_trace(sc: Scenario, cache: RunCache) -> tuple[Trace, Path, tuple | None]:
     from moesim.traces.native import load_trace
 
-    cache = active_cache()
     path = sc.resolve_path(sc.trace.path)
     ident = _trace_identity(path)
     key = None if ident is None else (ident, sc.trace.domain, sc.trace.max_sequences)
@@ -140,15 +139,17 @@ def _check_consistency(sc: Scenario, model: ModelSpec, trace: Trace, path: Path)
         fail(f"{path}: trace has top-k={m.top_k} but model {model.name} routes to k={model.top_k}")
 
 
-def prepare(sc: Scenario) -> Prepared:
-    """Load what ``sc`` names (model, trace, profile); every check lives in
+def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
+    """Load what ``sc`` names (model, trace, profile), the trace through ``cache`` (None: the
+    process's), which the run keeps for its replay groups and baselines. Every check lives in
     ``moesim.experiments.validate`` and runs here, before anything is simulated or written."""
     from moesim.experiments.validate import validate_loaded
     from moesim.hardware import load_profile
 
     sc.validate()
     model = _load_model(sc)
-    trace, path, trace_key = _load_trace(sc)
+    cache = PROCESS_CACHE if cache is None else cache
+    trace, path, trace_key = _load_trace(sc, cache)
     _check_consistency(sc, model, trace, path)
     replay = select_replay(sc, trace)
     trace = replay.trace
@@ -169,7 +170,18 @@ def prepare(sc: Scenario) -> Prepared:
         if len(lens) and int(lens.max()) > 0:
             prompt = int(lens.max())
     return Prepared(
-        sc, model, trace, path, profile, prompt, min_slots, top_n, trace_key, replay.fit_trace, replay.notes
+        sc,
+        model,
+        trace,
+        path,
+        profile,
+        prompt,
+        min_slots,
+        top_n,
+        trace_key,
+        replay.fit_trace,
+        replay.notes,
+        cache,
     )
 
 

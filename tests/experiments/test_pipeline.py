@@ -112,12 +112,18 @@ def test_run_result_reads_back_what_it_wrote(trace_path, tmp_path):
     assert len(RunResult.read(tmp_path / "run").tokens) == len(res.tokens)
 
 
-def test_run_result_read_errors_name_the_file(tmp_path):
+def test_run_result_read_errors_name_the_file(trace_path, tmp_path):
     with pytest.raises(MoesimInputError, match="no summary.json"):
         RunResult.read(tmp_path)
     (tmp_path / "summary.json").write_text("{nope", encoding="utf-8")
-    with pytest.raises(MoesimInputError, match="summary.json: not valid JSON"):
+    with pytest.raises(MoesimInputError, match="summary.json: line 1: invalid JSON"):
         RunResult.read(tmp_path)
     (tmp_path / "summary.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(MoesimInputError, match="tokens and layers tables"):
+    with pytest.raises(MoesimInputError, match="summary.json: field 'counts.tokens' is missing"):
         RunResult.read(tmp_path)
+    run = tmp_path / "run"
+    pipeline.run_scenario(_scenario(trace_path), RunCache()).write(run)
+    for name in ("tokens.parquet", "tokens.csv"):
+        (run / name).unlink()
+    with pytest.raises(MoesimInputError, match="tokens and layers tables"):
+        RunResult.read(run)
