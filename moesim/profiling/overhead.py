@@ -3,7 +3,7 @@
 The LiveExecutor runs Python between kernels: the policy core's calls, slot bookkeeping, queueing
 copies, reading copy states, the loop itself. None of it is in an op table, and on a CPU (or a
 launch-bound GPU) it is a visible share of a layer-step. It is measured here as its own ops, with
-the executor itself: a short synthetic decode of this model with every expert resident (capacity
+the executor itself: a short synthetic decode of this model with every expert preloaded (capacity
 L x E, no prediction), keeping only layer-steps with no miss and no copy in flight, and taking
 
   layer_overhead_pre_gate(batch)  = median[(gate decided - previous step ended) - (norm + attention + gate)]
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from moesim.engine.live_executor import LiveExecutor, LiveOptions
+from moesim.errors import fail
 from moesim.hardware.profile import LatencyProfile
 from moesim.hardware.table import Table
 from moesim.policies.caches.base import CacheContext
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from moesim.profiling.profiler import Profiler
 
 MAX_LAYERS = 8  # the overhead is per layer-step; a few layers keep the measurement short
+# Fewer usable samples than this (CUDA: tokens, CPU: layer-steps) and the median is no measurement:
+# refuse rather than write a silent 0.
+MIN_STEPS = 3
 
 
 def _core(L: int, E: int, k: int, batch: int, capacity: int) -> PolicyCore:
@@ -48,8 +52,14 @@ def _core(L: int, E: int, k: int, batch: int, capacity: int) -> PolicyCore:
     ctx = CacheContext(L, E, None)
     lru = CACHES.get("lru")
 
+    class Resident(lru):  # type: ignore[misc, valid-type]
+        """LRU with every expert loaded with the model: no token pays a cold miss."""
+
+        def preload(self) -> list[int]:
+            return list(range(min(self.capacity, L * E)))
+
     def pool() -> ExpertPool:
-        return ExpertPool(lru, capacity, "global", ctx, min(E, k * batch))
+        return ExpertPool(Resident, capacity, "global", ctx, min(E, k * batch))
 
     return PolicyCore(PREDICTORS.get("none")(setup), pool, PlannerConfig(min(E, k * batch)), L, E)
 
@@ -70,7 +80,6 @@ def _pred_post(profile: LatencyProfile, b: int, counts) -> float:
 def measure_loop_overhead(prof: Profiler, profile: LatencyProfile) -> list[Table]:
     m, s = prof.model, prof.s
     L = min(m.num_moe_layers, MAX_LAYERS)
-    E, k = m.num_experts, m.top_k
     idx = m.moe_layer_indices[:L]
     from dataclasses import replace
 
@@ -79,25 +88,14 @@ def measure_loop_overhead(prof: Profiler, profile: LatencyProfile) -> list[Table
     batches = tuple(sorted(set(s.batches)))
     pre_rows, post_rows, n_used, raw_pre, raw_post = [], [], [], [], []
     for b in batches:
-        trace = synthesize(b, s.overhead_tokens, L, E, k, seed=s.seed + 7, domains=())
-        group = next(iter_groups(trace, b))
-        core = _core(L, E, k, b, L * E)
-        opts = LiveOptions(
-            device=str(prof.dev.torch_device),
-            threads=prof.dev.threads,
-            record_steps=True,
-            keep_awake=prof.s.keep_awake,
-            realtime=prof.s.realtime,
-        )
-        ex = LiveExecutor(model, prompt, b, prompt + s.overhead_tokens + 1, opts)
-        stats = ex.run(core, [group])
+        ex, stats = _overhead_run(prof, model, L, b, prompt)
         if prof.dev.is_cuda:
             pre, post = _cuda_residuals(ex, stats, profile, L)
         else:
             pre, post = _cpu_residuals(ex, profile)
+        _check_enough(len(pre), b, L, s.overhead_tokens, prof.dev.is_cuda)
         n_used.append(len(pre))
-        mp = float(np.median(pre)) if len(pre) else 0.0
-        mq = float(np.median(post)) if len(post) else 0.0
+        mp, mq = float(np.median(pre)), float(np.median(post))
         raw_pre.append(round(mp, 6))
         raw_post.append(round(mq, 6))
         pre_rows.append(round(max(0.0, mp), 6))
@@ -113,6 +111,8 @@ def measure_loop_overhead(prof: Profiler, profile: LatencyProfile) -> list[Table
         "date": info["date"],
         "host": info["host"],
         "statistic": "median over all-hit layer-steps with no copy in flight, floored at 0",
+        "cache": "every expert preloaded (resident before the first token)",
+        "min_steps": MIN_STEPS,
         "layers": L,
         "tokens_per_batch": s.overhead_tokens,
         "steps_used": n_used,
@@ -145,6 +145,36 @@ def measure_loop_overhead(prof: Profiler, profile: LatencyProfile) -> list[Table
             },
         ),
     ]
+
+
+def _overhead_run(prof: Profiler, model, L: int, b: int, prompt: int):
+    """A short synthetic decode at batch ``b`` with every expert resident from the start: no token
+    is lost to a cold cache, whatever the model's expert count."""
+    m, s = prof.model, prof.s
+    E, k = m.num_experts, m.top_k
+    trace = synthesize(b, s.overhead_tokens, L, E, k, seed=s.seed + 7, domains=())
+    group = next(iter_groups(trace, b))
+    core = _core(L, E, k, b, L * E)
+    opts = LiveOptions(
+        device=str(prof.dev.torch_device),
+        threads=prof.dev.threads,
+        record_steps=True,
+        keep_awake=s.keep_awake,
+        realtime=s.realtime,
+    )
+    ex = LiveExecutor(model, prompt, b, prompt + s.overhead_tokens + 1, opts)
+    stats = ex.run(core, [group])
+    return ex, stats
+
+
+def _check_enough(n: int, batch: int, L: int, tokens: int, cuda: bool) -> None:
+    if n >= MIN_STEPS:
+        return
+    unit = "all-hit tokens" if cuda else "all-hit layer-steps"
+    fail(
+        f"loop overhead at batch {batch}: only {n} usable {unit} out of {tokens} tokens x {L} layers "
+        f"(need {MIN_STEPS}); raise ProfileSettings.overhead_tokens or leave 'overhead' out of --ops"
+    )
 
 
 def _cpu_residuals(ex: LiveExecutor, profile: LatencyProfile) -> tuple[np.ndarray, np.ndarray]:

@@ -39,12 +39,17 @@ from moesim.errors import fail
 from moesim.hardware.profile import LatencyProfile
 from moesim.hardware.table import Table
 from moesim.models.spec import ModelSpec
-from moesim.profiling.timing import Sample, time_calls
+from moesim.profiling.driver import driver_version
+from moesim.profiling.timing import Sample, gpu_pass, time_calls
 
 MiB = 1 << 20
 # Rotating buffers span at least this much: more than any CPU's last-level cache we expect to meet
 # (and than an H100's 50 MB L2), so each sample reads memory the previous ones did not warm.
 DEFAULT_ROTATE_BYTES = 96 * MiB
+
+# CUDA contention: expert FFNs are timed in chunks queued behind a sleep long enough to enqueue them
+CONTENTION_CHUNK = 8
+CONTENTION_LEAD_MS_PER_CALL = 0.05
 
 ALL_OPS = (
     "attention",
@@ -122,6 +127,8 @@ class Profiler:
         self.elem = torch.tensor([], dtype=self.dtype).element_size()
         self.log = log or (lambda msg: None)
         self.info = device_description(self.dev)
+        if self.dev.is_cuda:
+            self.info["driver"] = driver_version() or self.info["driver"]
         self.tables: list[Table] = []
         self.notes: list[str] = []
 
@@ -143,6 +150,7 @@ class Profiler:
             "p10_ms": [round(x.p10, 6) for x in samples],
             "p90_ms": [round(x.p90, 6) for x in samples],
         }
+        prov.update(host_provenance(samples))
         prov.update(extra)
         return prov
 
@@ -204,6 +212,7 @@ class Profiler:
                         ),
                         "p10_ms": [[round(x.p10, 6) for x in r] for r in rows],
                         "p90_ms": [[round(x.p90, 6) for x in r] for r in rows],
+                        **host_provenance_2d(rows),
                     },
                 )
             )
@@ -295,11 +304,16 @@ class Profiler:
         if "h2d_pageable" in ops:
             pageable = torch.empty(span, dtype=torch.uint8)
             pageable.copy_(pinned)
+            # A pageable copy blocks the host while it stages: time it whole, on the host.
             samples = [
-                self._time(
+                time_calls(
+                    dev,
                     lambda i, z=size: dst[(i % n_dst) * z : (i % n_dst + 1) * z].copy_(
                         pageable[(i % n_src) * z : (i % n_src + 1) * z]
-                    )
+                    ),
+                    s.repeats,
+                    s.warmup,
+                    queued=False,
                 )
                 for size in sizes
             ]
@@ -408,12 +422,9 @@ class Profiler:
                 worker.submit(tr)
             i = 0
             while not worker.idle:
-                t = clock()
-                swiglu(pool[i % n_exp], x, H, inter)
-                if dev.is_cuda:
-                    torch.cuda.synchronize(dev.torch_device)
-                ffn.append(clock() - t)
-                i += 1
+                calls = range(i, i + CONTENTION_CHUNK)
+                ffn.extend(self._ffn_chunk(lambda j: swiglu(pool[j % n_exp], x, H, inter), calls, clock))
+                i += CONTENTION_CHUNK
             worker.drain()
         finally:
             worker.close()
@@ -439,6 +450,24 @@ class Profiler:
                     {**self._prov(f"diagnostic, not read by the engine: {what}", [smp])},
                 )
             )
+
+    def _ffn_chunk(
+        self, fn: Callable[[int], object], calls: range, clock: Callable[[], float]
+    ) -> list[float]:
+        """Each compute call's time while copies run. CUDA: events on the compute stream only (a
+        device-wide sync would also wait for the copy stream and book the copy as contention), the
+        calls queued back to back behind a short sleep so each interval holds one call's kernels,
+        not the host's launch gaps."""
+        if not self.dev.is_cuda:
+            out = []
+            for j in calls:
+                t = clock()
+                fn(j)
+                out.append(clock() - t)
+            return out
+        stream = torch.cuda.current_stream(self.dev.torch_device)
+        lead_ms = CONTENTION_LEAD_MS_PER_CALL * len(calls)
+        return gpu_pass(stream, fn, calls, lead_ms, torch.cuda)[0]
 
     def _handoff(self, src: torch.Tensor, dst: torch.Tensor, sizes: tuple[int, ...]) -> None:
         """Thread handoffs of an isolated copy: submit -> start and arrival -> waiter resumes."""
@@ -587,6 +616,32 @@ class Profiler:
         return LatencyProfile(
             name, info["device"], self.tables, model=self.model.name, provenance=prov, extrapolation="flag"
         )
+
+
+def host_provenance(samples: list[Sample]) -> dict[str, Any]:
+    """CUDA: the host issue time beside the table's GPU time, and whether every GPU pass kept its
+    queue busy. Empty on CPU, where the table's time is the host's."""
+    if not samples or any(x.host is None for x in samples):
+        return {}
+    return {
+        "timing": "gpu: events between back-to-back calls queued behind a sleep; host: perf_counter "
+        "around each call's launch on a drained queue (issue time)",
+        "host_median_ms": [round(x.host.median, 6) for x in samples],  # type: ignore[union-attr]
+        "host_p10_ms": [round(x.host.p10, 6) for x in samples],  # type: ignore[union-attr]
+        "host_p90_ms": [round(x.host.p90, 6) for x in samples],  # type: ignore[union-attr]
+        "gpu_queue_busy": all(bool(x.busy) for x in samples),
+    }
+
+
+def host_provenance_2d(rows: list[list[Sample]]) -> dict[str, Any]:
+    per_row = [host_provenance(r) for r in rows]
+    if not per_row or not all(per_row):
+        return {}
+    out: dict[str, Any] = {"timing": per_row[0]["timing"]}
+    for key in ("host_median_ms", "host_p10_ms", "host_p90_ms"):
+        out[key] = [r[key] for r in per_row]
+    out["gpu_queue_busy"] = all(r["gpu_queue_busy"] for r in per_row)
+    return out
 
 
 def profile_device(
