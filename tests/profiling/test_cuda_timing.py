@@ -95,3 +95,23 @@ def test_contention_times_compute_on_its_own_stream_not_device_wide(monkeypatch)
     assert calls == [4, 5, 6, 7]
     assert out == pytest.approx([0.25, 0.5, 0.25, 0.5])
     assert len(cuda.sleeps) == 1
+
+
+def test_host_fields_round_trip_through_a_saved_profile(tmp_path):
+    from moesim.hardware.profile import LatencyProfile
+    from moesim.hardware.profile_io import read_profile
+    from moesim.hardware.table import Table
+
+    a = Sample(1.0, 0.9, 1.1, 5, host=Sample(0.2, 0.1, 0.3, 5), busy=True)
+    prov = {
+        "kind": "measured",
+        "device": "gpu",
+        "driver": "1",
+        "torch": "2",
+        "date": "d",
+        **host_provenance([a]),
+    }
+    t = Table("norm", ("tokens",), ((1.0,),), (1.0,), prov)
+    LatencyProfile("p", "gpu", [t]).save(tmp_path / "p.yaml")
+    back = read_profile(str(tmp_path / "p.yaml")).tables["norm"].provenance
+    assert back["host_median_ms"] == [0.2] and back["gpu_queue_busy"] is True
