@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="SCHED_FIFO for the profiling and live threads, on a machine shared with other work (needs root)",
     )
+    p.add_argument(
+        "--max-noise",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="refuse the result (exit 2, nothing written) when a configuration's live repeats differ by more "
+        "than PCT%% of their median TPOT (needs --repeats >= 2)",
+    )
     p.add_argument("--keep-runs", action="store_true", help="also write every sim / live run under runs/")
     p.add_argument(
         "--findings",
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         profile_repeats=args.profile_repeats,
         keep_runs=args.keep_runs,
         realtime=args.realtime,
+        max_noise=args.max_noise,
         findings=findings,
         command="moesim " + " ".join(shlex.quote(a) for a in argv),
     )
@@ -95,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if "simloop_median_abs_err_mean_pct" in h:
             line += f", sim+loop {h['simloop_median_abs_err_mean_pct']:.1f}%"
         line += f"; decisions identical: {'yes' if h['decisions_identical'] else 'NO'}"
+        line += f"; noise: {h['noise_verdict']} ({h['noisy_configs']} of {h['configs']} configurations)"
         print(line)
         print(f"report: {Path(args.out) / 'report.md'}")
     return 0

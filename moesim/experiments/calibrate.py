@@ -15,13 +15,21 @@ Two simulations are compared with each live run: ``sim``, the op tables alone (k
 live loop's own measured costs (profile ops ``layer_overhead_pre_gate`` / ``layer_overhead_post_gate``,
 see moesim/profiling/overhead.py), which ``CostModel`` adds before the gate and after it.
 
+Every live repeat runs alone: the previous repeat's executor and its expert store are released
+first. The noise each configuration's repeats ran under is recorded (moesim/experiments/noise.py):
+the spread between repeats, the load average, other processes' CPU time on this process's cores,
+and the compute thread's run-queue wait. A configuration is *noisy* when its repeats disagree by
+more than the |TPOT error| reported for it; ``max_noise`` refuses the whole result instead.
+
 Output (written atomically into one directory): report.md, calibration.csv (one row per config),
 tpot.png, tpot_error.png, tpot_cdf.png, profile.yaml, provenance.json.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import fail
+from moesim.experiments import noise as noise_mod
 from moesim.experiments import pipeline
 from moesim.experiments.cache import RunCache
 from moesim.experiments.run import Prepared
@@ -118,6 +127,7 @@ class ConfigRun:
     live: RunResult
     live_means: list[float]
     diagnostics: dict[str, float] = field(default_factory=dict)
+    noise: noise_mod.Noise | None = None  # what else the machine did during the live repeats
 
 
 def first_difference(a: list[tuple] | None, b: list[tuple] | None) -> str | None:
@@ -131,8 +141,10 @@ def first_difference(a: list[tuple] | None, b: list[tuple] | None) -> str | None
     return None
 
 
-def _diagnostics(ex, profile) -> dict[str, float]:
+def _diagnostics(ex, profile, tokens: pd.DataFrame) -> dict[str, float]:
     """What the live loop did, against what the tables say (record_steps runs)."""
+    if ex.dev.is_cuda:
+        return _cuda_diagnostics(ex, profile, tokens)
     from moesim.profiling.overhead import _pred_post, _pred_pre
 
     out: dict[str, float] = {}
@@ -160,6 +172,51 @@ def _diagnostics(ex, profile) -> dict[str, float]:
     return out
 
 
+def _cuda_diagnostics(ex, profile, tokens: pd.DataFrame) -> dict[str, float]:
+    """CUDA: the host's step timestamps say when work was queued, not when the GPU ran it, so
+    only device-side times are used: each copy from its start / end events (its wait from its
+    issue to its start event, on the executor's clock) and the loop's cost from each all-hit
+    token's latency (its end events) less its kernels, per layer-step (not separable around the
+    gate, as in the profiler's own CUDA measurement)."""
+    marks = ex._marks  # maps the events onto the host clock the issue times are on
+    evts = [t for t in ex.transfers if t.start_evt is not None and t.end_evt is not None]
+    out: dict[str, float] = {}
+    if evts:
+        out["live_copy_ms_median"] = float(np.median([t.start_evt.elapsed_time(t.end_evt) for t in evts]))
+        out["live_copy_wait_ms_median"] = float(np.median([marks.value(t.start_evt) - t.issue for t in evts]))
+    per_step = token_loop_residuals(ex.steps, tokens, profile, ex.model.num_moe_layers)
+    if len(per_step):
+        out["live_loop_step_ms_median"] = float(np.median(per_step))
+        out["all_hit_tokens"] = len(per_step)
+    return out
+
+
+def token_loop_residuals(steps, tokens: pd.DataFrame, profile, L: int) -> np.ndarray:
+    """Per layer-step: (token latency - its kernels from the profile) / L, for the decode tokens
+    (after a group's first) whose every layer-step hit with no copy in flight. A group's decode
+    layer-steps are its last ``tokens x L`` records (the prompt pass, if replayed, comes first)."""
+    from moesim.profiling.overhead import _pred_post, _pred_pre
+
+    by_group: dict[int, list] = {}
+    for r in steps:
+        by_group.setdefault(r.group, []).append(r)
+    out = []
+    for g, rows in tokens.groupby("group", sort=False):
+        recs = sorted(by_group.get(int(g), []), key=lambda r: r.step)
+        first = len(recs) - len(rows) * L
+        if first < 0:
+            continue
+        for t, lat in zip(rows["step"].to_numpy(), rows["tpot_ms"].to_numpy()):
+            block = recs[first + int(t) * L : first + (int(t) + 1) * L]
+            if t == 0 or any(r.misses or not r.copies_idle or r.batch > 64 for r in block):
+                continue
+            pred = sum(
+                _pred_pre(profile, r.batch, r.context) + _pred_post(profile, r.batch, r.counts) for r in block
+            )
+            out.append((float(lat) - pred) / L)
+    return np.asarray(out)
+
+
 def run_config(
     cfg: Config,
     profile_path: Path,
@@ -177,14 +234,33 @@ def run_config(
     sim = simulate(p, CostModel(p.profile, p.model, sc.hardware.copy_engines, loop_overhead=False))
     has_loop = all(p.profile.has(op) for op in LOOP_OPS)
     sim_loop = pipeline.simulate(p, record=True) if has_loop else None
-    runs = []
+    kept: list[tuple[RunResult, Prepared, dict[str, float]]] = []
+    parts = []
     for i in range(repeats):
         log(f"  live run {i + 1}/{repeats}")
-        runs.append(run_live(p, options, record=True))
-    means = [r.result.summary["latency"]["tpot_ms"]["mean"] for r in runs]
-    pick = runs[int(np.argsort(means)[len(means) // 2])]  # the median run, whole
-    diag = _diagnostics(pick.executor, p.profile)
-    return ConfigRun(cfg, pick.prepared, sim, sim_loop, pick.result, means, diag)
+        before = noise_mod.sample()
+        lr = run_live(p, options, record=True)
+        parts.append(noise_mod.between(before, noise_mod.sample()))
+        kept.append((lr.result, lr.prepared, _diagnostics(lr.executor, p.profile, lr.result.tokens)))
+        del lr  # the executor holds this repeat's expert store (pinned host memory on CUDA)
+        release_device_memory(options.device)
+    means = [r.summary["latency"]["tpot_ms"]["mean"] for r, _, _ in kept]
+    result, prepared, diag = kept[int(np.argsort(means)[len(means) // 2])]  # the median run, whole
+    return ConfigRun(cfg, prepared, sim, sim_loop, result, means, diag, noise_mod.combine(parts))
+
+
+def release_device_memory(device: str) -> None:
+    """Free a finished live run's stores before the next one allocates its own: the cycles the
+    executor's threads leave, then (CUDA) the caching allocators' device and pinned host blocks."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        host_empty = getattr(torch._C, "_host_emptyCache", None)  # pinned blocks: newer torch only
+        if host_empty is not None:
+            host_empty()
 
 
 # -- comparison -------------------------------------------------------------------------------------
@@ -237,9 +313,25 @@ def compare_row(cr: ConfigRun) -> dict[str, Any]:
         row[f"sim_prefetch_{what}"] = sim["prefetch"][what]
     m = np.asarray(cr.live_means)
     row["live_repeats"] = len(m)
-    row["live_repeat_spread_pct"] = float((m.max() - m.min()) / np.median(m) * 100) if len(m) > 1 else 0.0
+    row["live_repeat_spread_pct"] = (
+        float((m.max() - m.min()) / np.median(m) * 100) if len(m) > 1 else math.nan
+    )
+    if cr.noise is not None:
+        row.update(cr.noise.row())
+    row["reported_abs_err_pct"] = abs(
+        row["simloop_err_mean_pct" if cr.sim_loop is not None else "sim_err_mean_pct"]
+    )
+    row["noise_verdict"] = noise_verdict(row["live_repeat_spread_pct"], row["reported_abs_err_pct"])
     row.update(cr.diagnostics)
     return row
+
+
+def noise_verdict(spread_pct: float, abs_err_pct: float) -> str:
+    """``noisy`` when the live runs disagree with each other by more than the error reported
+    against them: the error is then below what this machine could resolve."""
+    if math.isnan(spread_pct) or math.isnan(abs_err_pct):
+        return "unmeasured"  # one repeat has no spread
+    return "noisy" if spread_pct > abs_err_pct else "ok"
 
 
 def headline(df: pd.DataFrame) -> dict[str, Any]:
@@ -251,6 +343,14 @@ def headline(df: pd.DataFrame) -> dict[str, Any]:
             out[f"{name}_median_abs_err_{pct}_pct"] = float(df[f"{name}_err_{pct}_pct"].abs().median())
         out[f"{name}_max_abs_err_mean_pct"] = float(df[f"{name}_err_mean_pct"].abs().max())
     out["decisions_identical"] = bool(df["decisions_identical"].all())
+    key = "simloop" if "simloop_err_mean_pct" in df else "sim"
+    spread = df["live_repeat_spread_pct"]
+    out["median_repeat_spread_pct"] = float(spread.median())
+    out["max_repeat_spread_pct"] = float(spread.max())
+    out["noisy_configs"] = int((df["noise_verdict"] == "noisy").sum())
+    out["noise_verdict"] = noise_verdict(
+        out["median_repeat_spread_pct"], out[f"{key}_median_abs_err_mean_pct"]
+    )
     return out
 
 
@@ -420,8 +520,14 @@ def render_report(
         f"- Decision sequences identical in every configuration: **{_fmt(head['decisions_identical'])}** "
         "(present/miss, prefetch issue and eviction records of the policy core's log).",
         f"- Live runs per configuration: {int(df['live_repeats'].iloc[0])} (the median run by mean TPOT is "
-        f"compared); spread between repeats: median {df['live_repeat_spread_pct'].median():.1f}%, "
-        f"max {df['live_repeat_spread_pct'].max():.1f}% of the mean TPOT.",
+        f"compared); spread between repeats ((max - min) / median of their mean TPOTs): median "
+        f"{_fmt(head['median_repeat_spread_pct'], 1)}%, max {_fmt(head['max_repeat_spread_pct'], 1)}%.",
+        f"- **Noise verdict: {head['noise_verdict']}** ({head['noisy_configs']} of {head['configs']} "
+        "configurations noisy: their repeats disagree by more than the error reported for them; "
+        "*unmeasured* with one repeat). Other processes took "
+        f"{_fmt(head.get('other_cpu_pct', math.nan), 1)}% of this process's cores during the live runs "
+        f"({_fmt(head.get('other_cpu_s', math.nan), 1)} CPU s); the compute thread waited "
+        f"{_fmt(head.get('compute_thread_wait_ms', math.nan), 0)} ms for a core.",
         f"- Load average (1 min) before / after: {prov['loadavg_before'][0]:.2f} / {prov['loadavg_after'][0]:.2f} "
         f"on {prov['cpu_count']} CPUs.",
         "",
@@ -438,6 +544,7 @@ def render_report(
     if has_loop:
         hdr += ["sim+loop mean", "+loop err mean %", "+loop err p99 %"]
     hdr += ["stall live / sim ms", "MiB moved live / sim", "decisions", "late hits live / sim", "late agree"]
+    hdr += ["repeat spread %", "other CPU %", "noise"]
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "---|" * len(hdr))
     for i, r in df.iterrows():
@@ -463,6 +570,9 @@ def render_report(
             "identical" if r["decisions_identical"] else f"DIFFER: {r['first_decision_difference']}",
             f"{int(r['live_late_hits'])} / {int(r['sim_late_hits'])}",
             _fmt(r["late_hit_step_agreement"], 2),
+            _fmt(r["live_repeat_spread_pct"], 1),
+            _fmt(r.get("other_cpu_pct", math.nan), 1),
+            r["noise_verdict"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -531,6 +641,20 @@ def render_report(
     return "\n".join(lines)
 
 
+def _refuse_if_noisy(df: pd.DataFrame, max_noise: float | None) -> None:
+    if max_noise is None:
+        return
+    bad = df[df["live_repeat_spread_pct"] > max_noise]
+    if len(bad):
+        worst = bad["live_repeat_spread_pct"].idxmax()
+        fail(
+            f"--max-noise {max_noise:g}: {len(bad)} of {len(df)} configurations' live repeats disagree by more "
+            f"(worst: {df.at[worst, 'config']!r}, {df.at[worst, 'live_repeat_spread_pct']:.1f}%, other processes "
+            f"{df.at[worst, 'other_cpu_pct']:.1f}% of the cores); nothing written: rerun on a quieter machine, "
+            "with more --repeats, or a higher --max-noise"
+        )
+
+
 @dataclass
 class CalibrateOptions:
     device: str = "cpu"
@@ -543,6 +667,7 @@ class CalibrateOptions:
     profile_repeats: int | None = None
     keep_runs: bool = False
     realtime: bool = False  # SCHED_FIFO for profiling and live threads (shared machines)
+    max_noise: float | None = None  # refuse (write nothing) when a config's repeat spread exceeds it, %
     findings: list[str] = field(default_factory=list)  # Markdown appended to the report
     command: str = "moesim calibrate"
 
@@ -558,6 +683,10 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
     log = log or (lambda msg: None)
     if opts.repeats < 1:
         fail(f"--repeats: must be >= 1, got {opts.repeats}")
+    if opts.max_noise is not None and (opts.repeats < 2 or not opts.max_noise >= 0):
+        fail(
+            f"--max-noise {opts.max_noise}: needs --repeats >= 2 (the spread between repeats) and a percentage >= 0"
+        )
     configs = expand(scenarios, opts.grid)
     dev = resolve_device(opts.device, opts.threads)
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
@@ -603,6 +732,11 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
             )
         df = pd.DataFrame([compare_row(cr) for cr in runs])
         head = headline(df)
+        noises = [cr.noise for cr in runs if cr.noise is not None]
+        if noises:
+            head.update(noise_mod.combine(noises).row())
+            del head["load1_before"], head["load1_after"]  # the provenance has the whole run's
+        _refuse_if_noisy(df, opts.max_noise)
         load1 = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         prov = {
             "moesim_version": __version__,
