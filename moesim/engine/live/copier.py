@@ -4,10 +4,14 @@ copy at a time.
 It keeps the simulator's queue discipline (``moesim.engine.copy_engine.CopyEngine``): a prefetch
 joins the back of the queue; a demand copy goes ahead of every queued prefetch but behind earlier
 demands; a started copy is never preempted; a queued prefetch can be cancelled (no bytes move) or
-promoted to a demand; a free lane takes the head of the queue. A CUDA stream cannot reorder work once enqueued, so the queue lives
-here on the host and a copy is handed to the device only when the previous one has finished; on
-the CPU the thread does the memory copy itself (torch's ``copy_`` releases the GIL, so copies
-overlap compute on another core).
+promoted to a demand; a free lane takes the head of the queue. A CUDA stream cannot reorder work once
+enqueued, so the queue lives here on the host; on the CPU the thread does the memory copy itself
+(torch's ``copy_`` releases the GIL, so copies overlap compute on another core).
+
+A copy may depend on others (``LiveTransfer.after``): an earlier copy into the same slot still in
+flight on another lane, or a ``SlotHold`` the executor keeps on a slot its current step still reads.
+A lane starts it only once they are met (CUDA: once the earlier copy is issued, its stream then waits
+on that copy's end event), so no slot is written by two copies at once or overwritten before use.
 
 Times are milliseconds on the executor's clock. ``state`` moves QUEUED -> STARTED -> DONE, or
 QUEUED -> CANCELLED; every change happens under the lock, so a decision taken under the lock (cancel
@@ -39,6 +43,7 @@ class LiveTransfer:
         "lane",
         "start_evt",
         "end_evt",
+        "after",
     )
 
     def __init__(self, key: int, slot: int, demand: bool, nbytes: int, issue: float, from_ssd: bool = False):
@@ -57,6 +62,17 @@ class LiveTransfer:
         # CUDA events, set by the CUDA copy function (Any: this module does not depend on torch)
         self.start_evt: Any = None
         self.end_evt: Any = None
+        # what must happen before this copy may write its slot (LiveTransfer or SlotHold)
+        self.after: list[Any] = []
+
+
+class SlotHold:
+    """A slot the executor's current layer-step still reads: copies into it wait for ``release``."""
+
+    __slots__ = ("released",)
+
+    def __init__(self) -> None:
+        self.released = False
 
 
 class CopyWorker:
@@ -119,6 +135,12 @@ class CopyWorker:
             tr.demand = True
             self._insert(tr)
 
+    def release(self, hold: SlotHold) -> None:
+        """The step has read its slots: copies held on them may start."""
+        with self._lock:
+            hold.released = True
+            self._done.notify_all()
+
     def wait(self, tr: LiveTransfer) -> None:
         """Block until ``tr`` has arrived."""
         if tr.state == DONE:
@@ -174,6 +196,28 @@ class CopyWorker:
         else:
             q.append(tr)
 
+    def _take(self) -> LiveTransfer:
+        """The head of the queue, unless it must follow a copy into its slot still queued: that one
+        goes first (a reset pool's leftovers; waiting for it could block the only lane)."""
+        tr = self._queue[0]
+        while True:
+            first = next((d for d in tr.after if isinstance(d, LiveTransfer) and d.state == QUEUED), None)
+            if first is None:
+                break
+            tr = first
+        self._queue.remove(tr)
+        return tr
+
+    def _ready(self, tr: LiveTransfer) -> bool:
+        cuda = self._complete is not None  # the device orders it after an issued copy's end event
+        for d in tr.after:
+            if isinstance(d, SlotHold):
+                if not d.released:
+                    return False
+            elif d.state not in (DONE, CANCELLED) and not (cuda and d.issued):
+                return False
+        return True
+
     def _check(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"copy engine thread failed: {self._error!r}") from self._error
@@ -190,12 +234,14 @@ class CopyWorker:
                     self._work.wait()
                 if not self._queue:
                     return
-                tr = self._queue.pop(0)
+                tr = self._take()
                 tr.state = STARTED
                 tr.order = self._served
                 tr.lane = lane
                 self._served += 1
                 self._busy += 1
+                while tr.after and not self._ready(tr) and not self._closed and self._error is None:
+                    self._done.wait()
                 tr.start = self._clock()
             try:
                 self._issue(tr)
