@@ -255,8 +255,15 @@ class LiveExecutor(StepPhases):
         self._stream = torch.cuda.current_stream(self.dev.torch_device) if cuda else None
         self._marks = _CudaMarks(clock, self._stream) if cuda else _CpuMarks(clock)
         issue, complete = self.store.copy_functions()
+        arrived = self.store.copy_arrived()  # CUDA: lanes issue copies back to back and poll them
         self._worker = CopyWorker(
-            issue, clock, complete, cpus=self.dev.copy_cpus, lanes=self.lanes, realtime=self.options.realtime
+            issue,
+            clock,
+            None if arrived is not None else complete,
+            cpus=self.dev.copy_cpus,
+            lanes=self.lanes,
+            realtime=self.options.realtime,
+            arrived=arrived,
         )
         # the host CPU's expert worker (Fiddler / KTransformers), beside the copy thread; started
         # on the first miss the handler sends to the CPU

@@ -21,6 +21,7 @@ or promote) sees a consistent state.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -75,11 +76,20 @@ class SlotHold:
         self.released = False
 
 
+POLL_S = 50e-6  # a pipelined lane re-checks its oldest copy this often while nothing new is queued
+
+
 class CopyWorker:
     """``issue(tr)`` starts moving one expert (on lane ``tr.lane``); ``complete(tr)``, when given,
     returns once it has arrived. On the CPU ``issue`` is the whole copy; on CUDA it enqueues the
     copy on the lane's stream and records its events, and ``complete`` waits on the end event
-    (releasing the GIL). ``clock`` returns the executor's milliseconds."""
+    (releasing the GIL). ``clock`` returns the executor's milliseconds.
+
+    With ``arrived(tr)`` (a non-blocking check, CUDA: the end event's ``query``) a lane pipelines:
+    it issues up to ``depth`` copies back to back on its stream, each as soon as it heads the queue,
+    and marks them DONE as it polls them, so the link does not idle between copies while the host
+    thread waits for the GIL. A copy is STARTED once issued: a demand goes ahead of the queue, not of
+    the (at most ``depth - 1``) copies already issued behind the running one."""
 
     def __init__(
         self,
@@ -90,7 +100,11 @@ class CopyWorker:
         cpus: frozenset[int] | None = None,
         lanes: int = 1,
         realtime: bool = False,
+        arrived: Callable[[LiveTransfer], bool] | None = None,
+        depth: int = 2,
     ):
+        self._arrived = arrived
+        self._depth = max(1, depth)
         self._cpus = cpus
         self._realtime = realtime
         self._issue = issue
@@ -105,7 +119,7 @@ class CopyWorker:
         self._closed = False
         self._error: BaseException | None = None
         self._threads = [
-            threading.Thread(target=self._loop, args=(lane,), name=f"moesim-copy-{name}-{lane}", daemon=True)
+            threading.Thread(target=self._loop if arrived is None else self._pipelined, args=(lane,), name=f"moesim-copy-{name}-{lane}", daemon=True)
             for lane in range(max(1, lanes))
         ]
         for th in self._threads:
@@ -209,7 +223,8 @@ class CopyWorker:
         return tr
 
     def _ready(self, tr: LiveTransfer) -> bool:
-        cuda = self._complete is not None  # the device orders it after an issued copy's end event
+        # CUDA: the device orders it after an issued copy's end event (see ExpertStore._cuda_issue)
+        cuda = self._complete is not None or self._arrived is not None
         for d in tr.after:
             if isinstance(d, SlotHold):
                 if not d.released:
@@ -217,6 +232,70 @@ class CopyWorker:
             elif d.state not in (DONE, CANCELLED) and not (cuda and d.issued):
                 return False
         return True
+
+    def _start(self, lane: int) -> LiveTransfer:
+        """Under the lock: the next copy in service order, STARTED on ``lane`` once it may write."""
+        tr = self._take()
+        tr.state = STARTED
+        tr.order = self._served
+        tr.lane = lane
+        self._served += 1
+        self._busy += 1
+        while tr.after and not self._ready(tr) and not self._closed and self._error is None:
+            self._done.wait()
+        tr.start = self._clock()
+        return tr
+
+    def _fail(self, exc: BaseException, running: int) -> None:
+        with self._lock:
+            self._error = exc
+            self._busy -= running
+            self._done.notify_all()
+
+    def _retire(self, flight: deque[LiveTransfer]) -> None:
+        """Under the lock: the lane's copies that have arrived, in issue order (one stream is FIFO)."""
+        arrived = self._arrived
+        assert arrived is not None
+        retired = False
+        while flight and arrived(flight[0]):
+            tr = flight.popleft()
+            tr.end = self._clock()
+            tr.state = DONE
+            self._busy -= 1
+            retired = True
+        if retired:
+            self._done.notify_all()
+
+    def _pipelined(self, lane: int) -> None:
+        if self._cpus or self._realtime:
+            from moesim.engine.live.device import pin_current_thread
+
+            pin_current_thread(self._cpus, self._realtime)
+        lock = self._lock
+        flight: deque[LiveTransfer] = deque()  # issued on this lane's stream, not yet seen arrived
+        while True:
+            tr: LiveTransfer | None = None
+            try:
+                with lock:
+                    self._retire(flight)
+                    while not flight and not self._queue and not self._closed:
+                        self._work.wait()
+                    if self._queue and len(flight) < self._depth:
+                        tr = self._start(lane)
+                    elif not flight:
+                        return
+                    else:
+                        self._work.wait(POLL_S)  # a submit wakes it at once
+                        continue
+                assert tr is not None
+                self._issue(tr)
+                flight.append(tr)
+                with lock:
+                    tr.issued = True
+                    self._done.notify_all()  # the compute stream may now wait on its event
+            except BaseException as exc:  # surfaced in the executor's thread by _check
+                self._fail(exc, len(flight) + (tr is not None and tr not in flight))
+                return
 
     def _check(self) -> None:
         if self._error is not None:
@@ -234,15 +313,7 @@ class CopyWorker:
                     self._work.wait()
                 if not self._queue:
                     return
-                tr = self._take()
-                tr.state = STARTED
-                tr.order = self._served
-                tr.lane = lane
-                self._served += 1
-                self._busy += 1
-                while tr.after and not self._ready(tr) and not self._closed and self._error is None:
-                    self._done.wait()
-                tr.start = self._clock()
+                tr = self._start(lane)
             try:
                 self._issue(tr)
                 if self._complete is not None:
@@ -251,10 +322,7 @@ class CopyWorker:
                         self._done.notify_all()  # CUDA: the compute stream may now wait on its event
                     self._complete(tr)
             except BaseException as exc:  # surfaced in the executor's thread by _check
-                with lock:
-                    self._error = exc
-                    self._busy -= 1
-                    self._done.notify_all()
+                self._fail(exc, 1)
                 return
             end = self._clock()
             with lock:
