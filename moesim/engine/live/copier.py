@@ -289,6 +289,7 @@ class CopyWorker:
                         continue
                 assert tr is not None
                 self._issue(tr)
+                tr.after = []
                 flight.append(tr)
                 with lock:
                     tr.issued = True
@@ -316,6 +317,7 @@ class CopyWorker:
                 tr = self._start(lane)
             try:
                 self._issue(tr)
+                tr.after = []  # met: keep no chain of earlier copies alive
                 if self._complete is not None:
                     with lock:
                         tr.issued = True
