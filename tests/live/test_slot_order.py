@@ -11,6 +11,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from moesim.engine.live.copier import DONE, CopyWorker, LiveTransfer
 from moesim.engine.live_executor import LiveExecutor, LiveOptions
@@ -136,3 +137,40 @@ def test_a_copy_behind_a_queued_copy_into_its_slot_does_not_block_the_only_lane(
         for key in range(10):
             g.gate(key).set()
         w.close()
+
+
+@pytest.mark.parametrize("miss", ["substitute", "fetch"])
+def test_every_expert_computes_from_its_own_weights_with_two_lanes(trace, model, monkeypatch, miss):
+    """End to end on the CPU (2 lanes, prefetching, a small cache): whenever an expert is computed,
+    its slot holds exactly that expert's weights, and the decisions are the simulator's."""
+    from moesim.engine.live.kernels import ModelKernels
+    from moesim.experiments.live import run_live
+    from moesim.experiments.run import run_prepared
+    from tests.live.conftest import live_prepared
+
+    state: dict = {}
+    bad: list[tuple[int, int]] = []
+    compute, expert = LiveExecutor.compute, ModelKernels.expert
+
+    def checked_compute(self, s):
+        state["store"] = self.store
+        state["slots"] = {slot: key for slot, key in self._arrived} | {t.slot: t.key for t in self._waiting}
+        return compute(self, s)
+
+    def checked_expert(self, w, x):
+        store, slots = state.get("store"), state.get("slots")
+        if store is not None and slots is not None:
+            slot = (w.data_ptr() - store.slots.data_ptr()) // (
+                store.slots.stride(0) * store.slots.element_size()
+            )
+            if not torch.equal(w, store.host[slots[slot]]):
+                bad.append((slot, slots[slot]))
+        return expert(self, w, x)
+
+    monkeypatch.setattr(LiveExecutor, "compute", checked_compute)
+    monkeypatch.setattr(ModelKernels, "expert", checked_expert)
+    p = live_prepared(trace, model, predictor="prev-token", miss=miss, copy_engines=2, capacity=4)
+    live = run_live(p, LiveOptions(device="cpu", keep_awake=False), record=True).result
+    assert state, "the check never ran"
+    assert not bad, f"experts computed from overwritten slots: {bad[:5]}"
+    assert live.decisions == run_prepared(p, record=True).decisions
