@@ -119,7 +119,12 @@ class CopyWorker:
         self._closed = False
         self._error: BaseException | None = None
         self._threads = [
-            threading.Thread(target=self._loop if arrived is None else self._pipelined, args=(lane,), name=f"moesim-copy-{name}-{lane}", daemon=True)
+            threading.Thread(
+                target=self._loop if arrived is None else self._pipelined,
+                args=(lane,),
+                name=f"moesim-copy-{name}-{lane}",
+                daemon=True,
+            )
             for lane in range(max(1, lanes))
         ]
         for th in self._threads:
