@@ -257,3 +257,20 @@ def test_a_pipelined_copy_into_a_busy_slot_is_issued_behind_the_earlier_one():
             if isinstance(t.end_evt, threading.Event):
                 t.end_evt.set()
         w.close()
+
+
+def test_an_idle_pipelined_lane_takes_a_copy_while_the_other_polls_a_full_stream():
+    s = FakeStream()
+    w = CopyWorker(s.issue, clock, arrived=s.arrived, depth=1, lanes=2)
+    ts = [tr(1), tr(2)]
+    try:
+        w.submit(ts[0])
+        assert wait_until(lambda: ts[0].issued)
+        w.submit(ts[1])
+        assert wait_until(lambda: ts[1].issued)
+        assert ts[1].issued and ts[1].lane != ts[0].lane  # the idle lane took it at once
+    finally:
+        for t in ts:
+            if isinstance(t.end_evt, threading.Event):
+                t.end_evt.set()
+        w.close()

@@ -134,7 +134,10 @@ class CopyWorker:
     def submit(self, tr: LiveTransfer) -> None:
         with self._lock:
             self._insert(tr)
-            self._work.notify()
+            if self._arrived is None:
+                self._work.notify()
+            else:  # the lane woken might be polling a full stream while another sits idle
+                self._work.notify_all()
 
     def cancel(self, tr: LiveTransfer) -> bool:
         """Drop ``tr`` if it has not started; True if cancelled (no bytes moved)."""
