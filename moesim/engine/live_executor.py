@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from moesim.engine.live.copier import DONE, CopyWorker, LiveTransfer
+from moesim.engine.live.copier import CANCELLED, DONE, CopyWorker, LiveTransfer, SlotHold
 from moesim.engine.live.device import (
     DEFAULT_SWITCH_INTERVAL_S,
     LiveDevice,
@@ -255,8 +255,15 @@ class LiveExecutor(StepPhases):
         self._stream = torch.cuda.current_stream(self.dev.torch_device) if cuda else None
         self._marks = _CudaMarks(clock, self._stream) if cuda else _CpuMarks(clock)
         issue, complete = self.store.copy_functions()
+        arrived = self.store.copy_arrived()  # CUDA: lanes issue copies back to back and poll them
         self._worker = CopyWorker(
-            issue, clock, complete, cpus=self.dev.copy_cpus, lanes=self.lanes, realtime=self.options.realtime
+            issue,
+            clock,
+            None if arrived is not None else complete,
+            cpus=self.dev.copy_cpus,
+            lanes=self.lanes,
+            realtime=self.options.realtime,
+            arrived=arrived,
         )
         # the host CPU's expert worker (Fiddler / KTransformers), beside the copy thread; started
         # on the first miss the handler sends to the CPU
@@ -265,6 +272,9 @@ class LiveExecutor(StepPhases):
         self._slot_of: dict[int, int] = {}  # resident key -> its slot
         self._free = list(range(self.store.num_slots - 1, -1, -1))
         self._scratch_next = 0
+        self._writer: dict[int, LiveTransfer] = {}  # slot -> the last copy into it
+        self._hold: SlotHold | None = None  # the slots the current layer-step computes from
+        self._held: set[int] = set()
         self._pool: ExpertPool | None = None
         self._h2d_bytes = 0
         self._ssd_bytes = 0
@@ -339,6 +349,7 @@ class LiveExecutor(StepPhases):
             slot = scratch[self._scratch_next % len(scratch)]
             self._scratch_next += 1
         tr = LiveTransfer(key, slot, demand, self.store.nbytes, now, from_ssd)
+        self._order_slot_write(tr)
         self._worker.submit(tr)
         if resident:
             self._inflight[key] = tr
@@ -347,6 +358,31 @@ class LiveExecutor(StepPhases):
         if self.options.record_steps:
             self.transfers.append(tr)
         return tr
+
+    def _order_slot_write(self, tr: LiveTransfer) -> None:
+        """A slot is freed at eviction even if a copy into it is still running (on another lane), and a
+        substitute's slot is not pinned by the core: the new copy follows the earlier one and waits
+        until the current step has computed from the slot."""
+        slot = tr.slot
+        prev = self._writer.get(slot)
+        if prev is not None and prev.state not in (DONE, CANCELLED):
+            tr.after.append(prev)
+        if self._hold is not None and slot in self._held:
+            tr.after.append(self._hold)
+        self._writer[slot] = tr
+
+    def _hold_step_slots(self) -> None:
+        """Pin every slot the step computes from (hits, late hits, substitutes) until ``compute`` ends."""
+        held = {slot for slot, _ in self._arrived}
+        held.update(tr.slot for tr in self._waiting)
+        self._held = held
+        self._hold = SlotHold() if held else None
+
+    def _release_step_slots(self) -> None:
+        if self._hold is not None:
+            self._worker.release(self._hold)
+            self._hold = None
+            self._held = set()
 
     def _issue_prefetches(self, core: PolicyCore, stats: RunStats) -> None:
         self._evict(core, stats)
@@ -447,6 +483,7 @@ class LiveExecutor(StepPhases):
         self._cpu_jobs: list[tuple[int, Future]] = []
         if not core.simple:
             self._cpu_and_substitutes(out)
+        self._hold_step_slots()
 
     def _classify_hits(self, out: StepOutputs, t_gate: float, stats: RunStats) -> int:
         """Hits whose copy has arrived compute at once (``_arrived``); the others are late: their
@@ -523,6 +560,7 @@ class LiveExecutor(StepPhases):
             y = fut.result()
             stall += self._clock() - w0
             h[:n] += y.to(h.device, non_blocking=False) if cuda else y
+        self._release_step_slots()
         self._stall = stall
 
     def _wait_for_copies(self, s: int, h: torch.Tensor) -> float:

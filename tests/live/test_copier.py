@@ -156,3 +156,121 @@ def test_a_failing_copy_is_raised_in_the_waiting_thread():
         w.wait(t)
     with pytest.raises(RuntimeError):
         w.close()
+
+
+class FakeStream:
+    """Stands in for a lane's CUDA stream: issue() records an "event" the test sets on arrival."""
+
+    def __init__(self):
+        self.issued: list[int] = []
+
+    def issue(self, t: LiveTransfer) -> None:
+        t.end_evt = threading.Event()
+        self.issued.append(t.key)
+
+    @staticmethod
+    def arrived(t: LiveTransfer) -> bool:
+        return t.end_evt.is_set()
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    end = time.perf_counter() + timeout
+    while not cond():
+        if time.perf_counter() > end:
+            return False
+        time.sleep(1e-3)
+    return True
+
+
+def test_a_pipelined_lane_issues_the_next_copy_before_the_previous_arrives():
+    s = FakeStream()
+    w = CopyWorker(s.issue, clock, arrived=s.arrived, depth=2)
+    try:
+        a, b, c = tr(1), tr(2), tr(3)
+        for t in (a, b, c):
+            w.submit(t)
+        # two copies back to back on the stream while the first has not arrived; the third queued
+        assert wait_until(lambda: s.issued == [1, 2]) and a.issued and b.issued
+        time.sleep(0.05)
+        assert s.issued == [1, 2] and c.state == QUEUED and a.state == STARTED
+        d = tr(10, True)
+        w.submit(d)  # a demand goes ahead of the queued prefetch, not of the issued copies
+        a.end_evt.set()
+        assert wait_until(lambda: a.state == DONE)
+        assert wait_until(lambda: s.issued == [1, 2, 10])
+        assert c.state == QUEUED and b.state == STARTED
+        for t in (b, d):
+            t.end_evt.set()
+        assert wait_until(lambda: s.issued == [1, 2, 10, 3])
+        c.end_evt.set()
+        w.drain()
+        assert [t.state for t in (a, b, c, d)] == [DONE] * 4
+        assert a.order < b.order < d.order < c.order
+    finally:
+        for t in (a, b, c):
+            if isinstance(t.end_evt, threading.Event):
+                t.end_evt.set()
+        w.close()
+
+
+def test_a_pipelined_lane_marks_copies_done_in_stream_order():
+    s = FakeStream()
+    w = CopyWorker(s.issue, clock, arrived=s.arrived, depth=2)
+    try:
+        a, b = tr(1), tr(2)
+        w.submit(a)
+        w.submit(b)
+        assert wait_until(lambda: b.issued)
+        b.end_evt.set()  # a stream is FIFO: b cannot be seen done before a
+        time.sleep(0.05)
+        assert a.state == STARTED and b.state == STARTED
+        a.end_evt.set()
+        w.wait(b)
+        assert a.state == DONE and a.end <= b.end
+    finally:
+        for t in (a, b):
+            if isinstance(t.end_evt, threading.Event):
+                t.end_evt.set()
+        w.close()
+
+
+def test_a_pipelined_copy_into_a_busy_slot_is_issued_behind_the_earlier_one():
+    """CUDA: a copy into a slot another lane is still writing is issued once that copy is (its
+    stream then waits on the earlier copy's end event); a held slot takes nothing until released."""
+    from moesim.engine.live.copier import SlotHold
+
+    s = FakeStream()
+    w = CopyWorker(s.issue, clock, arrived=s.arrived, depth=2, lanes=2)
+    a, b = LiveTransfer(1, 0, False, 1, clock()), LiveTransfer(2, 0, False, 1, clock())
+    hold = SlotHold()
+    b.after += [a, hold]
+    try:
+        w.submit(a)
+        w.submit(b)
+        assert wait_until(lambda: a.issued)
+        time.sleep(0.05)
+        assert s.issued == [1] and not b.issued  # held
+        w.release(hold)
+        assert wait_until(lambda: b.issued) and a.state == STARTED  # issued behind a, not after it
+    finally:
+        for t in (a, b):
+            if isinstance(t.end_evt, threading.Event):
+                t.end_evt.set()
+        w.close()
+
+
+def test_an_idle_pipelined_lane_takes_a_copy_while_the_other_polls_a_full_stream():
+    s = FakeStream()
+    w = CopyWorker(s.issue, clock, arrived=s.arrived, depth=1, lanes=2)
+    ts = [tr(1), tr(2)]
+    try:
+        w.submit(ts[0])
+        assert wait_until(lambda: ts[0].issued)
+        w.submit(ts[1])
+        assert wait_until(lambda: ts[1].issued)
+        assert ts[1].issued and ts[1].lane != ts[0].lane  # the idle lane took it at once
+    finally:
+        for t in ts:
+            if isinstance(t.end_evt, threading.Event):
+                t.end_evt.set()
+        w.close()

@@ -129,14 +129,23 @@ class ExpertStore:
 
         return cpu_copy, None
 
+    def copy_arrived(self) -> Callable[[LiveTransfer], bool] | None:
+        """CUDA: the non-blocking arrival check that lets a lane issue copies back to back."""
+        return _cuda_arrived if self.dev.is_cuda else None
+
     def _cuda_issue(self, tr: LiveTransfer) -> None:
         stream = self.copy_streams[tr.lane]
         with torch.cuda.device(self.dev.torch_device), torch.cuda.stream(stream):
             if tr.from_ssd:
                 src = self.staging[tr.lane]
+                # the lane's previous copy from this staging buffer may still be reading it
+                stream.synchronize()
                 self._read_into(tr.key, src)
             else:
                 src = self.host[tr.key]
+            for dep in tr.after:  # an earlier copy into the slot, issued on another lane
+                if isinstance(dep, LiveTransfer) and dep.end_evt is not None:
+                    stream.wait_event(dep.end_evt)
             evt = self.slot_free_evt[tr.slot]
             if evt is not None:  # the compute stream may still read the slot's previous expert
                 stream.wait_event(evt)
@@ -155,7 +164,10 @@ class ExpertStore:
         self.slot_free_evt[slot] = evt
 
 
+def _cuda_arrived(tr: LiveTransfer) -> bool:
+    return bool(tr.end_evt.query())
+
+
 def _cuda_complete(tr: LiveTransfer) -> None:
-    # the lane takes its next copy only after this one, as the queue ordered them (its staging
-    # buffer is reused, too)
+    # the blocking form, for a worker without ``arrived`` (one copy per lane at a time)
     tr.end_evt.synchronize()
