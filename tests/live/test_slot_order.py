@@ -6,7 +6,6 @@ deterministic."""
 
 from __future__ import annotations
 
-import threading
 import time
 from types import SimpleNamespace
 
@@ -15,29 +14,9 @@ import torch
 
 from moesim.engine.live.copier import DONE, CopyWorker, LiveTransfer
 from moesim.engine.live_executor import LiveExecutor, LiveOptions
+from tests.live.test_copier import Gated, clock
 
 SETTLE_S = 0.3  # ample for an idle lane to take a queued copy (it takes microseconds)
-
-
-class Gated:
-    """issue() blocks until the test opens that copy's gate; records the service order."""
-
-    def __init__(self):
-        self.order: list[int] = []
-        self.started = threading.Semaphore(0)
-        self.gates: dict[int, threading.Event] = {}
-
-    def gate(self, key: int) -> threading.Event:
-        return self.gates.setdefault(key, threading.Event())
-
-    def issue(self, tr: LiveTransfer) -> None:
-        self.order.append(tr.key)
-        self.started.release()
-        assert self.gate(tr.key).wait(5), "test never opened the gate"
-
-
-def clock() -> float:
-    return time.perf_counter() * 1e3
 
 
 def executor(worker: CopyWorker, slots: int = 4) -> LiveExecutor:
