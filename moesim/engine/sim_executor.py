@@ -55,6 +55,7 @@ class SimExecutor(StepPhases):
         self._cpu_free = 0.0  # busy-until of the CPU expert worker
         self._inflight: dict[int, Transfer] = {}  # resident key -> the transfer that loaded it
         self._h2d_bytes = 0
+        self._init_timed()
         # Timeline recording (off on the hot path): compute slices as they happen, and every
         # Transfer object, whose lazily-decided times are final once the run ends.
         self._slices: list[tuple] | None = [] if self.timeline else None
@@ -183,7 +184,7 @@ class SimExecutor(StepPhases):
         # a GPU predictor firing after the gate runs on the compute stream before the experts
         self._pred_delays_experts = self._pred_on_gpu and not core.pre_attention_fires
         # batch 1, fetch-only, no timeline: the short path (ready times only; see _gate_fast)
-        self._fast = group.counts is None and core.simple and self._slices is None
+        self._fast = group.counts is None and core.simple and self._slices is None and not self._timed
         self._former = self.batcher if group.dynamic else None
         self._blocks = self._former.blocks if self._former is not None else None
         # what the group's first predictions copy and evict counts to its first step
@@ -214,7 +215,10 @@ class SimExecutor(StepPhases):
         self._t0 = t0 = self._env.now
         if layer == 0:  # shape and costs hold for a whole token (or prompt pass)
             self._token_costs(s)
-        self._t_norm = t0 + self._c_norm
+        if self._timed:
+            self._t_norm = self._begin_timed(layer, t0)
+        else:
+            self._t_norm = t0 + self._c_norm
 
     def _token_costs(self, s: int) -> None:
         if self._blocks is not None:
@@ -227,16 +231,24 @@ class SimExecutor(StepPhases):
         self._c_attn, self._c_gate = costs.attention_ms(batch, context), costs.gate_ms(batch)
         self._c_shared = costs.shared_ms(batch)
         self._pred_ms = self._core.predictor.latency_ms(batch, context) if self._timed_pred else 0.0
+        if self._timed:
+            self._timed_costs(batch, context)
 
     def prefetch_early(self, s: int) -> None:
-        self._issue_prefetches(self._core, self._t_norm + self._pred_ms, self._stats)
+        t = self._t_norm + self._pred_ms
+        if self._host:  # the host reads the prediction back before it issues the copies
+            t = self._h = max(self._h, t)
+        self._issue_prefetches(self._core, t, self._stats)
         if self._pred_on_gpu:
             self._t_norm += self._pred_ms
 
     def gated(self, s: int) -> None:
         """The gate's decisions at ``t_gate`` (after attention and the router; the simulator needs no
         ``attend`` phase): evictions, hit/late classification, demand copies."""
-        self._t_gate = t_gate = self._t_norm + self._c_attn + self._c_gate
+        if self._timed:
+            self._t_gate = t_gate = self._gate_timed()
+        else:
+            self._t_gate = t_gate = self._t_norm + self._c_attn + self._c_gate
         core, stats = self._core, self._stats
         out = core.out
         if out.evicted_prefetch:
@@ -342,8 +354,12 @@ class SimExecutor(StepPhases):
         out = core.out
         if out.loads or out.evicted_prefetch:
             self._issue_prefetches(core, t_gate + self._pred_ms, stats)
-        t_experts = t_gate + self._pred_ms if self._pred_delays_experts else t_gate
-        cur = t_experts + self._c_shared
+        if self._host:  # the GPU continues from its gate; the shared block waits for its launch
+            g = self._g_gate + self._pred_ms if self._pred_delays_experts else self._g_gate
+            cur = self._op(self._h_shared, self._c_shared, g)
+        else:
+            t_experts = t_gate + self._pred_ms if self._pred_delays_experts else t_gate
+            cur = t_experts + self._c_shared
         compute = cur - self._t0
         if self._fast:
             cur, stall, compute = self._compute_fast(cur, compute)
@@ -353,10 +369,15 @@ class SimExecutor(StepPhases):
                 self._record_compute(
                     g.index, self._t, self._layer, self._t0, t_gate, cur, self._ready, g.counts, s, g
                 )
-            cur, stall, compute = self._compute_ready(s, cur, compute)
+            compute_experts = self._compute_host if self._host else self._compute_ready
+            cur, stall, compute = compute_experts(s, cur, compute)
         if self._cpu_done > cur:  # the layer's output also needs the experts computed on the CPU
             stall += self._cpu_done - cur
             cur = self._cpu_done
+        if self._whole and self._layer == self._L - 1:  # the token's tail: dense layers, LM head, sampling
+            end = self._op(self._h_head, self._c_head, cur)
+            compute += end - cur
+            cur = end
         self._cur = cur
         late, layer = self._late, self._layer
         stats.layer_stall_ms[layer] += stall
@@ -405,6 +426,86 @@ class SimExecutor(StepPhases):
             ffn = expert_ms(cnt.get(key, 1))  # a substitute not routed here: one token
             cur += ffn
             compute += ffn
+        return cur, stall, compute
+
+    # -- issue 13's timing model: host and GPU timelines, the whole token (off by default) -------
+    def _init_timed(self) -> None:
+        costs = self.costs
+        self._host = getattr(costs, "host_timeline", False)  # ops also wait for the host to issue them
+        self._whole = getattr(costs, "whole_token", False)  # embedding, dense layers, LM head, sampling
+        self._timed = self._host or self._whole
+        self._h = 0.0  # busy-until of the host thread
+
+    def _timed_costs(self, batch: int, context: int) -> None:
+        """The token's host times and whole-token GPU times (a token's shape holds for all its layers)."""
+        c, host = self.costs, self.costs.host_ms
+        self._h_norm = host("norm", tokens=batch)
+        self._h_attn = host("attention", batch=batch, context=context)
+        self._h_gate = host("gate", tokens=batch)
+        self._h_shared = host("shared_expert_ffn", tokens=batch)
+        if self._whole:
+            self._c_emb = c.embedding_ms(batch)
+            self._c_dense = c.dense_layer_ms(batch, context)
+            self._c_head = c.head_ms(batch) + c.dense_after * self._c_dense
+            self._h_emb = host("embedding", tokens=batch)
+            self._h_dense = c.host_dense_layer_ms(batch, context)
+            self._h_head = c.host_head_ms(batch) + c.dense_after * self._h_dense
+
+    def _op(self, host_ms: float, gpu_ms: float, g: float) -> float:
+        """One op on the GPU stream (free at ``g``): it starts once the host has issued it."""
+        if not self._host:
+            return g + gpu_ms
+        h = self._h = self._h + host_ms
+        return (g if g > h else h) + gpu_ms
+
+    def _begin_timed(self, layer: int, t0: float) -> float:
+        """Up to the end of the pre-attention norm: at a token's start the host has read the last
+        token back and runs the token's own host time, then the embedding; dense layers before this
+        MoE layer run first."""
+        g = t0
+        if layer == 0:
+            if self._host:
+                self._h = max(self._h, t0) + self.costs.token_overhead_ms
+            if self._whole:
+                g = self._op(self._h_emb, self._c_emb, g)
+        if self._whole:
+            for _ in range(self.costs.dense_before[layer]):
+                g = self._op(self._h_dense, self._c_dense, g)
+        return self._op(self._h_norm, self._c_norm, g)
+
+    def _gate_timed(self) -> float:
+        """Attention and the gate on the GPU; with a host timeline the host then blocks until the
+        routing is read back and runs the layer's policy work: the decisions (and demand copies)
+        happen at that host time, which is returned."""
+        g = self._op(self._h_attn, self._c_attn, self._t_norm)
+        self._g_gate = g = self._op(self._h_gate, self._c_gate, g)
+        if not self._host:
+            return g
+        self._h = max(self._h, g) + self.costs.layer_overhead_ms
+        return self._h
+
+    def _compute_host(self, s: int, cur: float, compute: float) -> tuple[float, float, float]:
+        """``_compute_ready`` with host launches: the host issues the experts in ready order without
+        waiting for their copies (it runs ahead); each starts when its launch, the stream and its
+        weights are all there. Waiting for a launch counts as compute, for weights as stall."""
+        ready = self._ready
+        ready.sort()
+        stall = 0.0
+        counts_all = self._grp.counts
+        cnt = dict(zip(self._grp.steps[s], counts_all[s])) if counts_all is not None else None
+        expert_ms, host_ms = self.costs.expert_ms, self.costs.host_ms
+        h = self._h
+        for r, key in ready:
+            tokens = cnt.get(key, 1) if cnt else 1  # a substitute not routed here: one token
+            ffn = expert_ms(tokens)
+            h += host_ms("expert_ffn", tokens=tokens)
+            free = cur if cur > h else h
+            compute += free - cur + ffn
+            if r > free:
+                stall += r - free
+                free = r
+            cur = free + ffn
+        self._h = h
         return cur, stall, compute
 
     def _close_token(self, s: int) -> None:

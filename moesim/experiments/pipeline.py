@@ -90,6 +90,13 @@ def _stored_baseline(key: str, store: Path) -> int | None:
     return None
 
 
+def costs_for(p: Prepared) -> CostModel:
+    """The run's cost model: the profile, the scenario's copy engines and its runtime section."""
+    from moesim.hardware.runtime import from_config
+
+    return CostModel(p.profile, p.model, p.scenario.hardware.copy_engines, runtime=from_config(p.scenario.runtime))
+
+
 def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     """Demand misses of the same run with no predictor: kept in ``p.cache``, found in ``store`` if
     another process left it there, else replayed (and left in both)."""
@@ -107,7 +114,7 @@ def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     if batcher is None:
         run_decisions(baseline, p.groups())
     else:  # who shares a step depends on time, so the baseline needs its own timed replay
-        costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
+        costs = costs_for(p)
         SimExecutor(costs, p.prompt_tokens, batcher=batcher).run(baseline, [])
     _keep_baseline(p, key, baseline.misses, store)
     return baseline.misses
@@ -160,7 +167,7 @@ def simulate(
     wall0 = time.perf_counter()
     core = build_core(p, record=record)
     if costs is None:
-        costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
+        costs = costs_for(p)
     batcher = make_batcher(p) if batching else None
     executor = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
     stats = executor.run(core, p.groups())

@@ -160,6 +160,10 @@ def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
     profile = load_profile(ref, model, extrapolation=hw.extrapolation)
     if hw.h2d_gbps is not None or hw.h2d_overhead_us is not None:
         profile = profile.with_link(h2d_gbps=hw.h2d_gbps, overhead_us=hw.h2d_overhead_us)
+    if sc.runtime.whole_token:  # the ops around the MoE layers (an estimated profile gets them from the roofline)
+        from moesim.hardware.runtime import with_token_ops
+
+        profile = with_token_ops(profile, model, hw.profile)
     validate_loaded(sc, model, trace, profile)
     E, k = model.num_experts, model.top_k
     min_slots = min(E, k * sc.batch)

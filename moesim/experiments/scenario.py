@@ -84,6 +84,21 @@ class ArrivalsConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """What the serving runtime adds to the kernels (docs/fidelity.md "Timing model"). The defaults
+    add nothing; ``is_default`` tells executors that model none of it (the fast executor) to defer."""
+
+    preset: str = "none"  # named host overheads (moesim/hardware/data/runtime_presets.yaml)
+    layer_overhead_us: float | None = None  # host time per MoE layer after the gate (None: the preset's)
+    token_overhead_us: float | None = None  # host time per token before its first kernel (None: the preset's)
+    launch_us: float | None = None  # host issue time per kernel without host tables (None: the preset's)
+    whole_token: bool = False  # time embedding, dense layers, LM head and sampling too
+
+    def is_default(self) -> bool:
+        return self == RuntimeConfig()
+
+
+@dataclass
 class Scenario:
     name: str = "scenario"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -94,6 +109,7 @@ class Scenario:
     tiers: TiersConfig = field(default_factory=TiersConfig)
     miss: MissConfig = field(default_factory=MissConfig)
     arrivals: ArrivalsConfig = field(default_factory=ArrivalsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     batch: int = 1
     prefill: bool = False  # simulate each request's prompt pass (needs prefill routing in the trace)
     prompt_tokens: int = 512  # context before the first decode step when the trace has no prefill
@@ -125,6 +141,8 @@ class Scenario:
         d = asdict(self)
         d.pop("base_dir")
         d.pop("cwd")
+        if self.runtime.is_default():  # runs without it keep the provenance (and sweep identity) they had
+            d.pop("runtime")
         return d
 
 
@@ -137,6 +155,7 @@ _SECTIONS = {
     "tiers": TiersConfig,
     "miss": MissConfig,
     "arrivals": ArrivalsConfig,
+    "runtime": RuntimeConfig,
 }
 
 

@@ -57,6 +57,9 @@ BOUNDS: dict[str, Bound] = {
     "cache.capacity": Bound(None, INT_MAX),  # the floor depends on the model: validate_loaded
     "tiers.dram_gb": Bound(0, 1e9, positive=True),
     "arrivals.rate_per_s": Bound(1e-6, 1e9),
+    "runtime.layer_overhead_us": Bound(0, 1e9),
+    "runtime.token_overhead_us": Bound(0, 1e9),
+    "runtime.launch_us": Bound(0, 1e6),
 }
 TIMES_MS_MAX = 1e12  # about 30 years of arrivals; beyond, a 0.01 ms step is lost in the float
 
@@ -102,6 +105,15 @@ def validate_scenario(sc: Scenario, registries: Registries | None = None) -> Non
             fail(f"{key}: unknown value {value!r}; choose one of: {', '.join(options)}")
     _check_plugins(sc, reg)
     _check_arrivals(sc)
+    _check_runtime(sc)
+
+
+def _check_runtime(sc: Scenario) -> None:
+    from moesim.hardware.runtime import preset_names
+
+    names = preset_names()
+    if sc.runtime.preset not in names:
+        fail(f"runtime.preset: unknown preset {sc.runtime.preset!r}; choose one of: {', '.join(names)}")
 
 
 def _check_plugins(sc: Scenario, reg: Registries) -> None:

@@ -6,11 +6,33 @@ expert), so each distinct query reaches the profile's interpolation exactly once
 
 from __future__ import annotations
 
+from moesim.hardware.ops import HOST_OPS, host_op
+from moesim.hardware.runtime import RuntimeCosts
 from moesim.models.spec import ModelSpec
+
+# Kernels each engine op launches, for its host issue time ``runtime.launch_us`` x kernels when the
+# profile has no host_<op> table (the roofline's counts: moesim.hardware.roofline).
+OP_KERNELS: dict[str, int] = {
+    "norm": 1,
+    "gate": 3,  # post-attention norm + router gemm + softmax/top-k
+    "expert_ffn": 3,
+    "shared_expert_ffn": 3,
+    "embedding": 1,
+    "dense_ffn": 3,
+    "lm_head": 2,
+    "sampling": 3,
+}
 
 
 class CostModel:
-    def __init__(self, profile, model: ModelSpec, copy_engines: int = 1, loop_overhead: bool = True):
+    def __init__(
+        self,
+        profile,
+        model: ModelSpec,
+        copy_engines: int = 1,
+        loop_overhead: bool = True,
+        runtime: RuntimeCosts | None = None,
+    ):
         self.profile = profile
         self.model = model
         self.expert_bytes = model.expert_bytes
@@ -25,6 +47,65 @@ class CostModel:
         self.h2d_ms = profile.time_ms("h2d_pinned", bytes=model.expert_bytes * copy_engines)
         self._has_shared = model.num_shared_experts > 0
         self._memo: dict[tuple, float] = {}
+        self._init_runtime(runtime or RuntimeCosts())
+
+    # -- the runtime around the kernels (issue 13: host timeline, overheads, whole token) ---------
+    def _init_runtime(self, rt: RuntimeCosts) -> None:
+        self.runtime = rt
+        self._host_tables = any(self.profile.has(host_op(op)) for op in HOST_OPS)
+        # Two timelines when the profile times the host or the runtime costs host time; else the
+        # simulator runs its one GPU timeline exactly as before.
+        self.host_timeline = self._host_tables or rt.host_time
+        self.whole_token = rt.whole_token
+        self.layer_overhead_ms = rt.layer_overhead_ms
+        self.token_overhead_ms = rt.token_overhead_ms
+        m = self.model
+        moe = m.moe_layer_indices
+        # dense layers before each MoE layer (after the previous one), and after the last one
+        self.dense_before = [
+            sum(1 for i in range(moe[j - 1] + 1 if j else 0, moe[j]) if i not in moe) for j in range(len(moe))
+        ]
+        self.dense_after = max(0, m.num_layers - 1 - moe[-1]) if moe else m.num_layers
+
+    def host_ms(self, op: str, **axes) -> float:
+        """Host (issue) time of ``op``: its host_<op> table, else launch_us x its kernels, else 0."""
+        if self.profile.has(host_op(op)):
+            return self._q(host_op(op), **axes)
+        launch = self.runtime.launch_ms
+        if not launch:
+            return 0.0
+        if op == "attention":
+            return launch * (7 if self.model.attention.kind == "mla" else 5)
+        if op == "shared_expert_ffn" and not self._has_shared:
+            return 0.0
+        return launch * OP_KERNELS[op]
+
+    def dense_layer_ms(self, batch: int, context: int) -> float:
+        """GPU time of one dense layer: norm, attention, post-attention norm, MLP."""
+        post = "post_attention_norm" if self.profile.has("post_attention_norm") else "norm"
+        return (
+            self._q("norm", tokens=batch)
+            + self.attention_ms(batch, context)
+            + self._q(post, tokens=batch)
+            + self._q("dense_ffn", tokens=batch)
+        )
+
+    def host_dense_layer_ms(self, batch: int, context: int) -> float:
+        return (
+            2 * self.host_ms("norm", tokens=batch)
+            + self.host_ms("attention", batch=batch, context=context)
+            + self.host_ms("dense_ffn", tokens=batch)
+        )
+
+    def embedding_ms(self, batch: int) -> float:
+        return self._q("embedding", tokens=batch)
+
+    def head_ms(self, batch: int) -> float:
+        """LM head (final norm + logits) and sampling."""
+        return self._q("lm_head", tokens=batch) + self._q("sampling", batch=batch)
+
+    def host_head_ms(self, batch: int) -> float:
+        return self.host_ms("lm_head", tokens=batch) + self.host_ms("sampling", batch=batch)
 
     @property
     def ssd_ms(self) -> float:

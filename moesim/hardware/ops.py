@@ -24,7 +24,34 @@ OP_AXES: dict[str, tuple[str, ...]] = {
     "copy_handoff": (),
     "h2d_pinned_during_compute": ("bytes",),
     "expert_ffn_during_copies": ("tokens",),
+    # the whole token (runtime.whole_token): what a token runs besides its MoE layers
+    "embedding": ("tokens",),  # token-embedding lookup
+    "dense_ffn": ("tokens",),  # the MLP of one dense (non-MoE) layer
+    "lm_head": ("tokens",),  # final norm + logits
+    "sampling": ("batch",),  # next-token selection over the logits
 }
+
+# Ops whose host (issue) time a profile may give as a ``host_<op>`` table of the same axes: the
+# CPU time to launch the op, beside the table's GPU time (docs/profiles.md). A profile with any
+# host table runs on two timelines (docs/fidelity.md).
+HOST_OPS: tuple[str, ...] = (
+    "norm",
+    "attention",
+    "gate",
+    "expert_ffn",
+    "shared_expert_ffn",
+    "embedding",
+    "dense_ffn",
+    "lm_head",
+    "sampling",
+)
+HOST_PREFIX = "host_"
+OP_AXES.update({HOST_PREFIX + op: OP_AXES[op] for op in HOST_OPS})
+
+
+def host_op(op: str) -> str:
+    """The name of ``op``'s host-time table."""
+    return HOST_PREFIX + op
 
 # What the engine queries. The other ops in OP_AXES are optional detail.
 ENGINE_OPS: tuple[str, ...] = (

@@ -32,6 +32,15 @@ DEFAULT_KERNELS: dict[str, int] = {
 }
 
 
+# Kernels of the whole-token ops (runtime.whole_token), kept apart from DEFAULT_KERNELS so the
+# profiles estimated before them keep their provenance (and fingerprint) byte for byte.
+# embedding = 1 gather; dense FFN = gate_up gemm, silu*mul, down gemm; LM head = final RMSNorm +
+# logits gemm; sampling = temperature/softmax, top-p sort + cumsum, multinomial draw.
+TOKEN_KERNELS: dict[str, int] = {"embedding": 1, "dense_ffn": 3, "lm_head": 2, "sampling": 3}
+# Passes over the fp32 logits that sampling makes (softmax read+write, sort read+write).
+SAMPLING_PASSES = 4
+
+
 def _pow2(lo: int, hi: int) -> tuple[float, ...]:
     return tuple(float(2**e) for e in range(lo, hi + 1))
 
@@ -125,6 +134,75 @@ class _Roof:
         compute = flops / (c.fp32_peak_gflops * 1e6 * c.compute_efficiency)
         memory = nbytes / (c.memory_bandwidth_gbps * 1e6 * c.memory_efficiency)
         return max(compute, memory) + c.call_overhead_us / 1e3
+
+
+    def token_op(self, op: str, tokens: float) -> float:
+        """GPU time of a whole-token op (``TOKEN_KERNELS``) over ``tokens`` tokens (batch for sampling)."""
+        h, v, act = self.m.hidden_size, self.m.vocab_size, self.p.act_bytes
+        n = TOKEN_KERNELS[op]
+        if op == "embedding":
+            return self.gpu(0.0, 2 * tokens * h * act, n)
+        if op == "dense_ffn":
+            inter = dense_intermediate(self.m)
+            flops = 6 * h * inter * tokens
+            return self.gpu(flops, 3 * h * inter * act + tokens * (2 * h + 6 * inter) * act, n)
+        if op == "lm_head":
+            flops = 2 * tokens * h * v + 4 * tokens * h
+            return self.gpu(flops, v * h * act + 2 * tokens * h * act + 4 * tokens * v, n)
+        return self.gpu(5 * tokens * v, SAMPLING_PASSES * 4 * tokens * v, n)  # sampling
+
+
+def dense_intermediate(model: ModelSpec) -> int:
+    """The MLP width of the model's dense layers (0 when it has none); one line if it is unknown."""
+    n_dense = model.num_layers - model.num_moe_layers
+    inter = model.extra.get("dense_intermediate_size")
+    if n_dense and not inter:
+        raise MoesimInputError(
+            f"model {model.name} has {n_dense} dense layers but no extra.dense_intermediate_size; "
+            "add it to the model spec"
+        )
+    return int(inter or 0)
+
+
+def token_tables(
+    model: ModelSpec, device: DeviceSpec | str, params: RooflineParams | None = None
+) -> list[Table]:
+    """Roofline tables of the whole-token ops (``embedding``, ``dense_ffn``, ``lm_head``,
+    ``sampling``) for ``model`` on ``device``: what ``runtime.whole_token`` adds to an estimated
+    profile (kept out of ``estimate_profile`` so existing profiles are unchanged)."""
+    d = get_device(device) if isinstance(device, str) else device
+    p = params or RooflineParams()
+    r = _Roof(model, d, get_cpu(d.host_cpu), p)
+    inputs = {
+        "device": d.key,
+        "memory_bandwidth_gbps": d.memory_bandwidth_gbps,
+        "bf16_dense_tflops": d.bf16_dense_tflops,
+        "memory_efficiency": p.memory_efficiency,
+        "compute_efficiency": p.compute_efficiency,
+        "launch_overhead_us": d.launch_overhead_us,
+        "act_bytes": p.act_bytes,
+        **_model_inputs(model),
+        "vocab_size": model.vocab_size,
+        "dense_intermediate_size": dense_intermediate(model),
+    }
+    gpu = "max(flops / (bf16_dense_tflops*1e9*compute_eff), bytes / (mem_gbps*1e6*memory_eff)) + kernels*launch_us/1e3  [ms]"
+    formulas = {
+        "embedding": "flops = 0; bytes = 2*t*H*act (gather one row per token, write it)",
+        "dense_ffn": "flops = 6*H*Id*t; bytes = 3*H*Id*act + t*(2H + 6Id)*act (Id = dense_intermediate_size)",
+        "lm_head": "flops = 2*t*H*V + 4*t*H; bytes = V*H*act + 2*t*H*act + 4*t*V (final norm, fp32 logits)",
+        "sampling": f"flops = 5*b*V; bytes = {SAMPLING_PASSES}*4*b*V (softmax and top-p sort over fp32 logits)",
+    }
+    out = []
+    for op in TOKEN_KERNELS:
+        axis = "batch" if op == "sampling" else "tokens"
+        g = p.batch_grid if op == "sampling" else p.tokens_grid
+        prov = {
+            "kind": "estimated",
+            "formula": f"{gpu}; {formulas[op]}",
+            "inputs": dict(inputs, kernels=TOKEN_KERNELS[op]),
+        }
+        out.append(Table(op, (axis,), (g,), tuple(r.token_op(op, t) for t in g), prov))
+    return out
 
 
 def _model_inputs(m: ModelSpec) -> dict:
