@@ -144,6 +144,8 @@ class _Roof:
             return self.gpu(0.0, 2 * tokens * h * act, n)
         if op == "dense_ffn":
             inter = dense_intermediate(self.m)
+            if not inter:  # no dense layers: never queried, zero like a model without shared experts
+                return 0.0
             flops = 6 * h * inter * tokens
             return self.gpu(flops, 3 * h * inter * act + tokens * (2 * h + 6 * inter) * act, n)
         if op == "lm_head":
