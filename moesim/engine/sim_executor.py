@@ -32,6 +32,8 @@ from moesim.traces.replay import Group
 
 class SimExecutor(StepPhases):
     name = "sim"
+    _h: float  # the host thread's busy-until (issue 13's host timeline)
+    _cur: float
 
     def __init__(
         self,
@@ -355,8 +357,8 @@ class SimExecutor(StepPhases):
         if out.loads or out.evicted_prefetch:
             self._issue_prefetches(core, t_gate + self._pred_ms, stats)
         if self._host:  # the GPU continues from its gate; the shared block waits for its launch
-            g = self._g_gate + self._pred_ms if self._pred_delays_experts else self._g_gate
-            cur = self._op(self._h_shared, self._c_shared, g)
+            g_gate = self._g_gate + self._pred_ms if self._pred_delays_experts else self._g_gate
+            cur = self._op(self._h_shared, self._c_shared, g_gate)
         else:
             t_experts = t_gate + self._pred_ms if self._pred_delays_experts else t_gate
             cur = t_experts + self._c_shared

@@ -94,7 +94,9 @@ def costs_for(p: Prepared) -> CostModel:
     """The run's cost model: the profile, the scenario's copy engines and its runtime section."""
     from moesim.hardware.runtime import from_config
 
-    return CostModel(p.profile, p.model, p.scenario.hardware.copy_engines, runtime=from_config(p.scenario.runtime))
+    return CostModel(
+        p.profile, p.model, p.scenario.hardware.copy_engines, runtime=from_config(p.scenario.runtime)
+    )
 
 
 def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:

@@ -160,7 +160,8 @@ def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
     profile = load_profile(ref, model, extrapolation=hw.extrapolation)
     if hw.h2d_gbps is not None or hw.h2d_overhead_us is not None:
         profile = profile.with_link(h2d_gbps=hw.h2d_gbps, overhead_us=hw.h2d_overhead_us)
-    if sc.runtime.whole_token:  # the ops around the MoE layers (an estimated profile gets them from the roofline)
+    # the ops around the MoE layers (an estimated profile gets them from the roofline)
+    if sc.runtime.whole_token:
         from moesim.hardware.runtime import with_token_ops
 
         profile = with_token_ops(profile, model, hw.profile)

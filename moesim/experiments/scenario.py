@@ -246,9 +246,7 @@ def load_scenario(
     origin = str(src)
     if not src.is_file():
         if path is None:
-            fail(
-                f"built-in default scenario {src} not found; reinstall moesim (pip install .)"
-            )
+            fail(f"built-in default scenario {src} not found; reinstall moesim (pip install .)")
         if src.is_dir():
             fail(f"{origin}: is a directory; give a path to a YAML scenario (see scenarios/)")
         fail(

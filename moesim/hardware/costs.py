@@ -6,7 +6,8 @@ expert), so each distinct query reaches the profile's interpolation exactly once
 
 from __future__ import annotations
 
-from moesim.hardware.ops import HOST_OPS, host_op
+from moesim.hardware.ops import host_op
+from moesim.hardware.profile import LatencyProfile, host_tables
 from moesim.hardware.runtime import RuntimeCosts
 from moesim.models.spec import ModelSpec
 
@@ -52,10 +53,12 @@ class CostModel:
     # -- the runtime around the kernels (issue 13: host timeline, overheads, whole token) ---------
     def _init_runtime(self, rt: RuntimeCosts) -> None:
         self.runtime = rt
-        self._host_tables = any(self.profile.has(host_op(op)) for op in HOST_OPS)
+        # Host times live in their own profile so the run's own records extrapolations of GPU ops only.
+        tables = host_tables(self.profile)
+        self._host_prof = LatencyProfile(self.profile.name, self.profile.device, tables) if tables else None
         # Two timelines when the profile times the host or the runtime costs host time; else the
         # simulator runs its one GPU timeline exactly as before.
-        self.host_timeline = self._host_tables or rt.host_time
+        self.host_timeline = bool(tables) or rt.host_time
         self.whole_token = rt.whole_token
         self.layer_overhead_ms = rt.layer_overhead_ms
         self.token_overhead_ms = rt.token_overhead_ms
@@ -69,8 +72,13 @@ class CostModel:
 
     def host_ms(self, op: str, **axes) -> float:
         """Host (issue) time of ``op``: its host_<op> table, else launch_us x its kernels, else 0."""
-        if self.profile.has(host_op(op)):
-            return self._q(host_op(op), **axes)
+        hp = self._host_prof
+        if hp is not None and hp.has(host_op(op)):
+            key = (host_op(op), *axes.values())
+            v = self._memo.get(key)
+            if v is None:
+                v = self._memo[key] = float(hp.time_ms(host_op(op), **axes))
+            return v
         launch = self.runtime.launch_ms
         if not launch:
             return 0.0

@@ -53,6 +53,7 @@ def host_op(op: str) -> str:
     """The name of ``op``'s host-time table."""
     return HOST_PREFIX + op
 
+
 # What the engine queries. The other ops in OP_AXES are optional detail.
 ENGINE_OPS: tuple[str, ...] = (
     "attention",

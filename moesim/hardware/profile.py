@@ -254,3 +254,27 @@ class LatencyProfile:
         from moesim.hardware.profile_io import profile_from_yaml
 
         return profile_from_yaml(text, source)
+
+
+def host_tables(profile: LatencyProfile) -> list[Table]:
+    """The profile's host (issue) time tables: each explicit ``host_<op>`` table, and for an op
+    without one whose measured table carries the host's times in its provenance (``moesim
+    profile`` on CUDA writes ``host_median_ms`` beside the GPU times), a table built from them.
+    Empty for CPU-measured, paper and estimated profiles: they time one timeline only."""
+    from moesim.hardware.ops import HOST_OPS, host_op
+
+    out = []
+    for op in HOST_OPS:
+        name = host_op(op)
+        if profile.has(name):
+            out.append(profile.tables[name])
+            continue
+        t = profile.tables.get(op)
+        host = t.provenance.get("host_median_ms") if t is not None else None
+        if t is None or host is None:
+            continue
+        prov = {k: t.provenance.get(k) for k in ("device", "driver", "torch", "date")}
+        prov.update(kind="measured", method=f"host issue time: provenance host_median_ms of table {op}")
+        ms = host if t.axes else host[0] if isinstance(host, list) else host
+        out.append(normalise_table(Table(name, t.axes, t.grid, ms, prov), f"profile {profile.name}: {name}"))
+    return out

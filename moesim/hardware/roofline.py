@@ -135,7 +135,6 @@ class _Roof:
         memory = nbytes / (c.memory_bandwidth_gbps * 1e6 * c.memory_efficiency)
         return max(compute, memory) + c.call_overhead_us / 1e3
 
-
     def token_op(self, op: str, tokens: float) -> float:
         """GPU time of a whole-token op (``TOKEN_KERNELS``) over ``tokens`` tokens (batch for sampling)."""
         h, v, act = self.m.hidden_size, self.m.vocab_size, self.p.act_bytes

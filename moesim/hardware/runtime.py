@@ -46,11 +46,15 @@ class RuntimeCosts:
 @lru_cache(maxsize=1)
 def presets() -> dict[str, dict[str, Any]]:
     """Every preset by name, as in the data file (values in microseconds, with sources)."""
-    text = resources.files("moesim.hardware").joinpath("data/runtime_presets.yaml").read_text(encoding="utf-8")
+    text = (
+        resources.files("moesim.hardware").joinpath("data/runtime_presets.yaml").read_text(encoding="utf-8")
+    )
     data = yaml.safe_load(text)
     out = data.get("presets") if isinstance(data, dict) else None
     if not isinstance(out, dict) or "none" not in out:
-        raise MoesimInputError(f"{PRESETS_FILE}: needs a 'presets' mapping with at least 'none'; reinstall moesim")
+        raise MoesimInputError(
+            f"{PRESETS_FILE}: needs a 'presets' mapping with at least 'none'; reinstall moesim"
+        )
     for name, p in out.items():
         missing = [k for k in (*PRESET_KEYS, "sources") if k not in p]
         if missing:
@@ -72,9 +76,15 @@ def runtime_costs(
     """The preset's values with each explicit key (not None) in its place."""
     table = presets()
     if preset not in table:
-        raise MoesimInputError(f"runtime.preset: unknown preset {preset!r}; choose one of: {', '.join(table)}")
+        raise MoesimInputError(
+            f"runtime.preset: unknown preset {preset!r}; choose one of: {', '.join(table)}"
+        )
     p = table[preset]
-    given = {"layer_overhead_us": layer_overhead_us, "token_overhead_us": token_overhead_us, "launch_us": launch_us}
+    given = {
+        "layer_overhead_us": layer_overhead_us,
+        "token_overhead_us": token_overhead_us,
+        "launch_us": launch_us,
+    }
     us = {k: float(p[k]) if given[k] is None else float(given[k]) for k in PRESET_KEYS}  # type: ignore[arg-type]
     return RuntimeCosts(
         layer_overhead_ms=us["layer_overhead_us"] / 1e3,
@@ -89,7 +99,9 @@ def from_config(cfg: Any) -> RuntimeCosts:
     """``runtime_costs`` of a scenario's ``runtime`` section (or None: the default)."""
     if cfg is None:
         return RuntimeCosts()
-    return runtime_costs(cfg.preset, cfg.layer_overhead_us, cfg.token_overhead_us, cfg.launch_us, cfg.whole_token)
+    return runtime_costs(
+        cfg.preset, cfg.layer_overhead_us, cfg.token_overhead_us, cfg.launch_us, cfg.whole_token
+    )
 
 
 def with_token_ops(profile: Any, model: Any, ref: str) -> Any:

@@ -51,11 +51,26 @@ class ModelSpec:
     source: str  # where the numbers come from (config.json URL at a revision)
     notes: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # One matrix serves as token embedding and LM head (HF ``tie_word_embeddings``): the LM head
+    # still reads it every token, so only memory, not time, depends on it. No catalog model ties them.
+    tie_embeddings: bool = False
 
     @property
     def expert_matrix_params(self) -> int:
         """Weights of one routed expert's gate, up and down matrices (3 x H x I; biases excluded)."""
         return 3 * self.hidden_size * self.expert_intermediate_size
+
+    @property
+    def dense_layer_indices(self) -> tuple[int, ...]:
+        """Model layer index of each dense (non-MoE) layer, ascending (e.g. DeepSeek's first)."""
+        moe = set(self.moe_layer_indices)
+        return tuple(i for i in range(self.num_layers) if i not in moe)
+
+    @property
+    def dense_intermediate_size(self) -> int | None:
+        """MLP width of the dense layers (``extra["dense_intermediate_size"]``), None if not given."""
+        v = self.extra.get("dense_intermediate_size")
+        return int(v) if v else None
 
     @property
     def num_moe_layers(self) -> int:

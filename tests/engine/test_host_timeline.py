@@ -107,7 +107,9 @@ WHOLE = {"embedding": 0.05, "dense_ffn": 0.4, "lm_head": 0.25, "sampling": 0.05}
 
 def test_whole_token_adds_dense_layers_embedding_head_and_sampling():
     # 3 layers, only layer 1 routes: dense layer 0 before it, dense layer 2 after it.
-    model = replace(make_model(1, 4, 1), num_layers=3, moe_layer_indices=(1,), extra={"dense_intermediate_size": 64})
+    model = replace(
+        make_model(1, 4, 1), num_layers=3, moe_layer_indices=(1,), extra={"dense_intermediate_size": 64}
+    )
     prof = _profile(**WHOLE)
     # dense layer = norm 0.1 + attention 0.2 + norm 0.1 (no post_attention_norm table) + MLP 0.4 = 0.8
     # hit token: embedding 0.05 + dense 0.8 + MoE layer 0.7 + dense 0.8 + LM head 0.25 + sampling 0.05
@@ -138,3 +140,23 @@ def test_defaults_are_the_gpu_timeline_exactly():
     base = _run(rows, _profile())
     zero = _run(rows, _profile(), preset="none", layer_overhead_us=0.0, token_overhead_us=0.0, launch_us=0.0)
     assert base.equals(zero)
+
+
+def test_random_runs_keep_tpot_equal_compute_plus_stall():
+    # with every part of the model on, over policies and predictors that move copies around
+    from moesim.hardware import estimate_profile
+    from moesim.hardware.runtime import with_token_ops
+
+    rng = np.random.default_rng(11)
+    model = make_model(3, 8, 2, shared=1)
+    rows = [[list(rng.choice(8, 2, replace=False)) for _ in range(3)] for _ in range(20)]
+    ex = np.array(rows, dtype=np.int16)
+    trace = Trace(TraceMeta("hand", 3, 8, 2), ex, np.array([0, 9, 20]), np.array([-1, -1], np.int16))
+    prof = with_token_ops(estimate_profile(model, "h100-pcie"), model, "estimated:h100-pcie")
+    for predictor, policy in (("none", "lru"), ("oracle", "lfu"), ("prev-token", "lru")):
+        p = prepared(trace, model, prof, predictor=predictor, policy=policy, capacity=6)
+        p.scenario.runtime = RuntimeConfig(launch_us=20.0, token_overhead_us=50.0, whole_token=True)
+        tok = simulate(p).tokens
+        assert (tok["tpot_ms"] - tok["compute_ms"] - tok["stall_ms"]).abs().max() < 1e-9
+        again = simulate(p).tokens
+        assert tok.equals(again)

@@ -70,7 +70,9 @@ def test_roofline_lm_head_and_dense_ffn_by_hand():
     assert tables["lm_head"].ms[0] == pytest.approx(head_bytes / bytes_ms + 2 * launch, rel=1e-12)
     # the dense MLP: 3 x 2048 x 10944 bf16 weights
     ffn_bytes = 3 * 2048 * 10944 * 2 + (2 * 2048 + 6 * 10944) * 2
-    assert tables["dense_ffn"].ms[0] == pytest.approx(max(6 * 2048 * 10944 / flops_ms, ffn_bytes / bytes_ms) + 3 * launch)
+    assert tables["dense_ffn"].ms[0] == pytest.approx(
+        max(6 * 2048 * 10944 / flops_ms, ffn_bytes / bytes_ms) + 3 * launch
+    )
     cm = CostModel(load_profile("estimated:h100-pcie", m).with_tables(tables.values()), m)
     assert cm.dense_before[0] == 1 and sum(cm.dense_before) == 1 and cm.dense_after == 0
 
@@ -101,3 +103,25 @@ def test_estimated_profiles_unchanged():
     ops = set(estimate_profile(m, "h100-pcie").tables)
     assert not ops & {"embedding", "dense_ffn", "lm_head", "sampling"}
     assert not any(op.startswith("host_") for op in ops)
+
+
+def test_measured_cuda_tables_give_their_host_times():
+    from moesim.hardware.profile import LatencyProfile
+    from moesim.hardware.table import Table
+
+    m = get_model("olmoe-1b-7b")
+    meas = {"kind": "measured", "device": "gpu", "driver": "1", "torch": "2", "date": "d"}
+    g = (1.0, 2.0)
+    tables = [
+        Table("expert_ffn", ("tokens",), (g,), (0.02, 0.03), dict(meas, host_median_ms=[0.011, 0.012])),
+        Table("norm", ("tokens",), (g,), (0.005, 0.005), dict(meas)),  # CPU-style: no host times
+        Table("host_gate", (), (), 0.04, dict(meas)),  # an explicit host table
+        Table("h2d_pinned", (), (), 1.0, dict(meas)),
+    ]
+    cm = CostModel(LatencyProfile("p", "gpu", tables), m)
+    assert cm.host_timeline
+    assert cm.host_ms("expert_ffn", tokens=2) == pytest.approx(0.012)
+    assert cm.host_ms("expert_ffn", tokens=1.5) == pytest.approx(0.0115)
+    assert cm.host_ms("gate", tokens=1) == pytest.approx(0.04)
+    assert cm.host_ms("norm", tokens=1) == 0.0  # no host time known, no launch_us
+    assert not CostModel(LatencyProfile("q", "gpu", tables[1::2]), m).host_timeline
