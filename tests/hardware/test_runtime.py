@@ -3,6 +3,8 @@ whole-token tables (hand-computed), and how a profile gets them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from moesim.errors import MoesimInputError
@@ -12,6 +14,8 @@ from moesim.hardware.costs import CostModel
 from moesim.hardware.roofline import token_tables
 from moesim.hardware.runtime import presets, runtime_costs, with_token_ops
 from moesim.models import get_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_preset_cites_its_numbers():
@@ -31,7 +35,7 @@ def test_derived_preset_values_follow_their_derivation():
     assert p["fused-moe"]["launch_us"] == pytest.approx((14.76 - 11.69) / 914 * 1e3, abs=0.005)
     assert p["moesim-live-cpu"]["layer_overhead_us"] == pytest.approx(102.232 + 48.854)
     # the own measurement is the shipped calibration profile's, not a copy that could drift
-    prof = load_profile("moesim/data/profiles/calibration-cpu.yaml")
+    prof = load_profile(ROOT / "moesim/data/profiles/calibration-cpu.yaml")
     own = prof.time_ms("layer_overhead_pre_gate", batch=1) + prof.time_ms("layer_overhead_post_gate", batch=1)
     assert p["moesim-live-cpu"]["layer_overhead_us"] == pytest.approx(own * 1e3)
 
@@ -84,7 +88,7 @@ def test_profiles_get_whole_token_tables_only_when_estimated():
     filled = with_token_ops(est, m, "estimated:h100-pcie")
     assert all(filled.has(op) for op in ("embedding", "dense_ffn", "lm_head", "sampling"))
     assert filled.time_ms("dense_ffn", tokens=1) == 0.0  # OLMoE: every layer routes, no dense MLP
-    measured = load_profile("moesim/data/profiles/calibration-cpu.yaml")
+    measured = load_profile(ROOT / "moesim/data/profiles/calibration-cpu.yaml")
     with pytest.raises(MoesimInputError, match="runtime.whole_token: profile .* has no embedding"):
         with_token_ops(measured, m, "moesim/data/profiles/calibration-cpu.yaml")
 
@@ -125,3 +129,40 @@ def test_measured_cuda_tables_give_their_host_times():
     assert cm.host_ms("gate", tokens=1) == pytest.approx(0.04)
     assert cm.host_ms("norm", tokens=1) == 0.0  # no host time known, no launch_us
     assert not CostModel(LatencyProfile("q", "gpu", tables[1::2]), m).host_timeline
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("runtime.preset=eager", "runtime.preset: unknown preset 'eager'"),
+        ("runtime.token_overhead_us=-5", "runtime.token_overhead_us: must be >= 0"),
+        ("runtime.whole_token=yes", "runtime.whole_token must be true or false"),
+    ],
+)
+def test_cli_refuses_bad_runtime_keys_in_one_line(tmp_path, capsys, override, needle):
+    from moesim.cli.main import main
+
+    out = tmp_path / "out"
+    code = main(["run", "--set", override, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_whole_token_on_a_measured_profile_is_one_line(tmp_path, capsys):
+    from moesim.cli.main import main
+
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            str(ROOT / "scenarios/calibration-cpu-small.yaml"),
+            "--set",
+            "runtime.whole_token=true",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "runtime.whole_token: profile" in err, err
