@@ -57,7 +57,6 @@ class SimExecutor(StepPhases):
         self._cpu_free = 0.0  # busy-until of the CPU expert worker
         self._inflight: dict[int, Transfer] = {}  # resident key -> the transfer that loaded it
         self._h2d_bytes = 0
-        self._init_timed()
         # Timeline recording (off on the hot path): compute slices as they happen, and every
         # Transfer object, whose lazily-decided times are final once the run ends.
         self._slices: list[tuple] | None = [] if self.timeline else None
@@ -179,6 +178,7 @@ class SimExecutor(StepPhases):
         costs = self.costs
         self._env, self._core, self._grp, self._stats = env, core, group, stats
         self._L, self._E = core.L, core.E
+        self._init_timed()
         self._ffn1 = costs.expert_ms(1)
         predictor = core.predictor
         self._timed_pred = type(predictor).latency_ms is not Predictor.latency_ms  # skip the call when free
@@ -186,11 +186,13 @@ class SimExecutor(StepPhases):
         # a GPU predictor firing after the gate runs on the compute stream before the experts
         self._pred_delays_experts = self._pred_on_gpu and not core.pre_attention_fires
         # batch 1, fetch-only, no timeline: the short path (ready times only; see _gate_fast)
-        self._fast = group.counts is None and core.simple and self._slices is None and not self._timed
+        self._fast = group.counts is None and core.simple and self._slices is None
         self._former = self.batcher if group.dynamic else None
         self._blocks = self._former.blocks if self._former is not None else None
         # what the group's first predictions copy and evict counts to its first step
         self._tally = TokenTally.start(self._h2d_bytes, core)
+        if self._timed:  # host or whole-token times take the general path
+            self._fast = False
 
     def group_started(self, group: Group) -> None:
         core, now = self._core, self._env.now
@@ -436,7 +438,9 @@ class SimExecutor(StepPhases):
         self._host = getattr(costs, "host_timeline", False)  # ops also wait for the host to issue them
         self._whole = getattr(costs, "whole_token", False)  # embedding, dense layers, LM head, sampling
         self._timed = self._host or self._whole
-        self._h = 0.0  # busy-until of the host thread
+        # busy-until of the host thread; 0 at a group's start is safe: every op starts after its
+        # issue, so the host never ends a group ahead of the GPU (and layer 0 syncs them)
+        self._h = 0.0
 
     def _timed_costs(self, batch: int, context: int) -> None:
         """The token's host times and whole-token GPU times (a token's shape holds for all its layers)."""
