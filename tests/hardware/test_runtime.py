@@ -166,3 +166,33 @@ def test_whole_token_on_a_measured_profile_is_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "runtime.whole_token: profile" in err, err
+
+
+def test_dense_layers_sit_where_the_spec_puts_them():
+    v3 = CostModel(load_profile("estimated:h100-pcie", get_model("deepseek-v3")), get_model("deepseek-v3"))
+    assert v3.dense_before[:2] == [3, 0] and v3.dense_after == 0  # layers 0-2 dense, 3-60 MoE
+    mav = get_model("llama-4-maverick")  # even layers dense, odd layers route
+    cm = CostModel(load_profile("estimated:h100-pcie", mav), mav)
+    assert cm.dense_before == [1] * 24 and cm.dense_after == 0
+    assert mav.dense_layer_indices == tuple(range(0, 48, 2))
+
+
+def test_run_records_the_runtime_section_and_costs_more(tmp_path):
+    import json
+
+    from moesim.cli.main import main
+
+    def tpot(*sets: str) -> tuple[float, dict]:
+        out = tmp_path / str(len(sets))
+        args = ["run", "--set", "trace.max_sequences=1", "--out", str(out), "--quiet"]
+        for s in sets:
+            args += ["--set", s]
+        assert main(args) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        return summary["latency"]["tpot_ms"]["mean"], summary["provenance"]["scenario"]
+
+    base, sc0 = tpot()
+    more, sc1 = tpot("runtime.whole_token=true", "runtime.preset=eager-pytorch")
+    assert "runtime" not in sc0 and sc1["runtime"]["preset"] == "eager-pytorch"
+    # OLMoE's 16 MoE layers x 0.103 ms bound the added host time from above (part hides behind copies)
+    assert base < more < base + 16 * 0.103 + 1.0
