@@ -10,7 +10,8 @@ Ops (``moesim.hardware.ops``): attention (batch x context), norm, gate, expert_f
 live copy thread: the copy engine's service time per copy, back to back), h2d_pageable, d2h,
 ssd_read (file reads with the page cache dropped); plus the live loop's own costs (see
 ``moesim.profiling.overhead``): ``layer_overhead_pre_gate`` / ``layer_overhead_post_gate`` (batch)
-and ``copy_handoff``.
+and ``copy_handoff``; and the whole token's ``embedding``, ``dense_ffn``, ``lm_head`` and
+``sampling`` (``moesim.profiling.token_ops``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ ALL_OPS = (
     "d2h",
     "ssd_read",
     "overhead",
+    # the whole token (runtime.whole_token): moesim.profiling.token_ops
+    "embedding",
+    "dense_ffn",
+    "lm_head",
+    "sampling",
 )
 
 
@@ -572,6 +578,9 @@ class Profiler:
             self.dev, awake=self.s.keep_awake and not self.dev.is_cuda, realtime=self.s.realtime
         ):
             self.measure_compute()
+            from moesim.profiling.token_ops import measure_token_ops
+
+            measure_token_ops(self)
             self.measure_transfers()
             profile = self._profile()
             if "overhead" in self.s.ops:
