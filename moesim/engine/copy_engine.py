@@ -234,30 +234,38 @@ class SharedLinkEngine:
             heapq.heappop(heap)
         return min(r, heap[0].not_before) if heap else r
 
-    def _run(self, active: list[list], demand: list[Transfer], heap: list[Transfer], t: float, until: float, commit: bool) -> float:
+    def _start(
+        self, active: list[list], demand: list[Transfer], heap: list[Transfer], t: float, commit: bool
+    ) -> None:
+        """Fill the free lanes at ``t``: the oldest ready demand copy, else the first ready prefetch."""
+        fixed = self.fixed
+        while len(active) < self.lanes:
+            tr = self._pick(demand, heap, t)
+            if tr is None:
+                return
+            tr.start = t
+            tr.end = -1.0
+            if commit:
+                tr.state = STARTED
+            active.append([t + fixed, tr.dur - fixed if tr.dur > fixed else 0.0, tr])
+
+    def _run(
+        self,
+        active: list[list],
+        demand: list[Transfer],
+        heap: list[Transfer],
+        t: float,
+        until: float,
+        commit: bool,
+    ) -> float:
         """Simulate from ``t`` to ``until`` (events at ``until`` included); returns the time reached."""
-        lanes, fixed = self.lanes, self.fixed
         inf = float("inf")
         while True:
-            while len(active) < lanes:
-                tr = self._pick(demand, heap, t)
-                if tr is None:
-                    break
-                tr.start = t
-                tr.end = -1.0
-                if commit:
-                    tr.state = STARTED
-                active.append([t + fixed, tr.dur - fixed if tr.dur > fixed else 0.0, tr])
+            self._start(active, demand, heap, t, commit)
             moving = sum(1 for a in active if a[0] <= t)
-            nxt = inf
-            for a in active:
-                cand = a[0] if a[0] > t else t + a[1] * moving
-                if cand < nxt:
-                    nxt = cand
-            if len(active) < lanes:
-                r = self._next_ready(demand, heap)
-                if r < nxt:
-                    nxt = r
+            nxt = min((a[0] if a[0] > t else t + a[1] * moving for a in active), default=inf)
+            if len(active) < self.lanes:
+                nxt = min(nxt, self._next_ready(demand, heap))
             if nxt > until or nxt == inf:
                 if moving and until != inf:
                     share = (until - t) / moving

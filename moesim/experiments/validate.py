@@ -123,7 +123,9 @@ def _check_fidelity(sc: Scenario) -> None:
     if hw.pcie_lanes is not None and hw.pcie_lanes not in ALLOWED_LANES:
         fail(f"hardware.pcie_lanes: must be one of {list(ALLOWED_LANES)}, got {hw.pcie_lanes}")
     if hw.host_memory is not None and hw.host_memory not in MEMORY_KINDS:
-        fail(f"hardware.host_memory: unknown value {hw.host_memory!r}; choose one of: {', '.join(MEMORY_KINDS)}")
+        fail(
+            f"hardware.host_memory: unknown value {hw.host_memory!r}; choose one of: {', '.join(MEMORY_KINDS)}"
+        )
 
 
 def _check_plugins(sc: Scenario, reg: Registries) -> None:

@@ -49,7 +49,9 @@ class CostModel:
         # per-copy cost (it overlaps other copies) and the bytes (they share the link).
         lanes = 1 if self.shared_link else copy_engines
         self.h2d_ms = profile.time_ms("h2d_pinned", bytes=model.expert_bytes * lanes)
-        self.h2d_fixed_ms = min(self.h2d_ms, fixed_cost_ms(profile, "h2d_pinned")) if self.shared_link else 0.0
+        self.h2d_fixed_ms = (
+            min(self.h2d_ms, fixed_cost_ms(profile, "h2d_pinned")) if self.shared_link else 0.0
+        )
         # Write-back: the victim's bytes back over the same link before the load (PCIe moves the
         # same bytes per second each way; the copies are serialised on one stream).
         self.writeback_ms = self.h2d_ms if copies.writeback else 0.0

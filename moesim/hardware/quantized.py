@@ -20,11 +20,11 @@ quantised scales and zeros (two per matrix), else 0.
 
 from __future__ import annotations
 
+from moesim.errors import MoesimInputError
 from moesim.hardware.devices import DeviceSpec, get_cpu
 from moesim.hardware.profile import LatencyProfile
 from moesim.hardware.roofline import RooflineParams, _Roof
 from moesim.hardware.table import Table
-from moesim.errors import MoesimInputError
 from moesim.models.precision import ExpertFormat
 from moesim.models.spec import ModelSpec
 
@@ -45,7 +45,9 @@ def ffn_delta_ms(model: ModelSpec, fmt: ExpertFormat, device: DeviceSpec, tokens
     dq = fmt.dequant(model)
     act_bytes = tokens * (2 * h + 6 * inter) * act
     kernels = p.kernels["expert_ffn"]
-    quant = r.gpu(6 * h * inter * tokens + n * dq.flops, n * dq.bytes_fused + act_bytes, kernels + extra_kernels(fmt))
+    quant = r.gpu(
+        6 * h * inter * tokens + n * dq.flops, n * dq.bytes_fused + act_bytes, kernels + extra_kernels(fmt)
+    )
     native = r.ffn(tokens, inter, model.expert_bytes, "expert_ffn")
     return quant - native
 
