@@ -170,3 +170,11 @@ def test_memory_check_counts_per_layer_slots():
 def test_default_scenario_runs_on_each_new_device(device):
     p = prepare(load_scenario(values={"hardware.profile": f"estimated:{device}"}))
     assert profile_device(p.profile).key == device
+
+
+def test_a_profile_without_a_catalog_device_is_checked_only_against_memory_gb():
+    sc = load_scenario("calibration-cpu-small")
+    p = prepare(sc)
+    assert profile_device(p.profile) is None  # measured on a CPU: no device memory to check against
+    with pytest.raises(MoesimInputError, match=r"does not fit memory_gb.*hardware\.memory_gb"):
+        prepare(load_scenario("calibration-cpu-small", values={"hardware.memory_gb": 0.01}))
