@@ -95,3 +95,42 @@ def test_equal_copies_end_together_and_the_link_is_conserved(n):
     trs = [_demand(ce, i, 0.0, 0.1) for i in range(n)]
     ce.advance(100.0)
     assert all(tr.end == pytest.approx(0.1 * n, rel=1e-12) for tr in trs)
+
+
+def _fluid_reference(copies, lanes: int, fixed: float, dt: float) -> list[float]:
+    """Independent time-stepped fluid model: each step, free lanes take the oldest arrived copies;
+    copies past their setup split the link equally. Returns each copy's end (to within ~dt)."""
+    n = len(copies)
+    start = [None] * n
+    left = [dur - fixed for _, dur in copies]
+    end = [None] * n
+    t = 0.0
+    while any(e is None for e in end):
+        running = [i for i in range(n) if start[i] is not None and end[i] is None]
+        for i in range(n):
+            if len(running) >= lanes:
+                break
+            if start[i] is None and copies[i][0] <= t + 1e-12:
+                start[i] = t
+                running.append(i)
+        moving = [i for i in running if start[i] + fixed <= t + 1e-12]
+        for i in moving:
+            left[i] -= dt / len(moving)
+        t += dt
+        for i in running:
+            if start[i] + fixed <= t and left[i] <= 1e-12:
+                end[i] = t
+    return end
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_an_independent_fluid_simulation(seed):
+    rng = __import__("numpy").random.default_rng(seed)
+    lanes, fixed, dt = 3, 0.05, 1e-3
+    arrivals = sorted(float(x) for x in rng.uniform(0, 2, 8))
+    copies = [(a, float(d)) for a, d in zip(arrivals, rng.uniform(0.1, 1.0, 8))]
+    ce = SharedLinkEngine(lanes, fixed)
+    trs = [_demand(ce, i, a, d) for i, (a, d) in enumerate(copies)]
+    ce.advance(1e9)
+    ref = _fluid_reference(copies, lanes, fixed, dt)
+    assert [tr.end for tr in trs] == pytest.approx(ref, abs=10 * dt)
