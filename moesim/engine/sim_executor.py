@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import simpy
 
 from moesim.engine.batching import ContinuousBatcher
-from moesim.engine.copy_engine import PENDING, CopyEngine, FifoLink, Transfer
+from moesim.engine.copy_engine import PENDING, CopyEngine, FifoLink, SharedLinkEngine, Transfer
 from moesim.engine.protocol import WAIT, StepPhases, layer_steps
 from moesim.engine.steps import TokenTally, append_token_row, prefetched_hit, step_shape
 from moesim.hardware.costs import CostModel
@@ -52,7 +52,14 @@ class SimExecutor(StepPhases):
     def run(self, core: PolicyCore, groups: Iterable[Group]) -> RunStats:
         env = simpy.Environment()
         stats = RunStats(core.L)
-        self._engine = CopyEngine(self.costs.copy_engines, fifo=core.dram is None)
+        c = self.costs
+        self._shared = c.shared_link  # lanes share the link among active copies (copy_engine.py)
+        self._wb = c.writeback_ms  # write-back of each victim before its slot's load (0: off)
+        self._engine: CopyEngine | SharedLinkEngine = (
+            SharedLinkEngine(c.copy_engines, c.h2d_fixed_ms)
+            if self._shared
+            else CopyEngine(c.copy_engines, fifo=core.dram is None)
+        )
         self._ssd = FifoLink()
         self._cpu_free = 0.0  # busy-until of the CPU expert worker
         self._inflight: dict[int, Transfer] = {}  # resident key -> the transfer that loaded it
@@ -89,7 +96,7 @@ class SimExecutor(StepPhases):
         dur, nbytes, E = self.costs.h2d_ms, self.costs.expert_bytes, core.E
         lb = stats.layer_bytes_prefetch
         submit = engine.submit_prefetch
-        if core.dram is None and self._transfers is None:  # the common case, kept short
+        if core.dram is None and self._transfers is None and not self._wb:  # the common case, kept short
             for key in out.loads:
                 tr = Transfer(key, now, dur, False, nbytes)
                 submit(tr)
@@ -97,9 +104,15 @@ class SimExecutor(StepPhases):
                 lb[key // E] += nbytes
         else:
             ssd = out.load_from_ssd if core.dram is not None else None
+            wb = len(out.evicted) if self._wb else 0  # the first loads reuse the victims' slots
             for i, key in enumerate(out.loads):
                 tr = Transfer(
-                    key, now, dur, False, nbytes, self._ssd_read(now, stats) if ssd and ssd[i] else 0.0
+                    key,
+                    now,
+                    dur + self._wb if i < wb else dur,
+                    False,
+                    nbytes,
+                    self._ssd_read(now, stats) if ssd and ssd[i] else 0.0,
                 )
                 submit(tr)
                 inflight[key] = tr
@@ -187,6 +200,8 @@ class SimExecutor(StepPhases):
         self._pred_delays_experts = self._pred_on_gpu and not core.pre_attention_fires
         # batch 1, fetch-only, no timeline: the short path (ready times only; see _gate_fast)
         self._fast = group.counts is None and core.simple and self._slices is None
+        # copies timed beyond one duration per copy take the general path
+        self._fast = self._fast and not (self._shared or self._wb or self.costs.copy_issue_ms)
         self._former = self.batcher if group.dynamic else None
         self._blocks = self._former.blocks if self._former is not None else None
         # what the group's first predictions copy and evict counts to its first step
@@ -342,9 +357,11 @@ class SimExecutor(StepPhases):
         dur, nbytes = self.costs.h2d_ms, self.costs.expert_bytes
         schedule, inflight, transfers = self._engine.schedule, self._inflight, self._transfers
         miss_ssd = out.miss_from_ssd if self._core.dram is not None else None
+        issued = t_gate + self.costs.copy_issue_ms  # the runtime's hand-off to its copy stream
+        wb = len(out.evicted) if self._wb else 0
         for i, key in enumerate(out.miss_keys):
             nb = self._ssd_read(t_gate, stats) if miss_ssd and miss_ssd[i] else 0.0
-            tr = Transfer(key, t_gate, dur, True, nbytes, nb)
+            tr = Transfer(key, t_gate, dur + self._wb if i < wb else dur, True, nbytes, max(nb, issued))
             schedule(tr, t_gate)  # the engine has advanced to t_gate
             inflight[key] = tr
             if transfers is not None:
@@ -358,6 +375,8 @@ class SimExecutor(StepPhases):
         out = core.out
         if out.loads or out.evicted_prefetch:
             self._issue_prefetches(core, t_gate + self._pred_ms, stats)
+        if self._shared:  # copies issued since the gate may have slowed the ones it waits for
+            self._ready = [(self._copy_end(r, key, t_gate), key) for r, key in self._ready]
         if self._host:  # the GPU continues from its gate; the shared block waits for its launch
             g_gate = self._g_gate + self._pred_ms if self._pred_delays_experts else self._g_gate
             cur = self._op(self._h_shared, self._c_shared, g_gate)
@@ -389,6 +408,11 @@ class SimExecutor(StepPhases):
         tally = self._tally
         tally.add_step(len(self._grp.steps[s]), len(out.hit_keys), late, stall)
         tally.compute += compute
+
+    def _copy_end(self, r: float, key: int, t_gate: float) -> float:
+        """A ready time after the step's last copy was submitted (shared link: ends may move)."""
+        tr = self._inflight.get(key)
+        return tr.end if r > t_gate and tr is not None and tr.end > t_gate else r
 
     def _compute_fast(self, cur: float, compute: float) -> tuple[float, float, float]:
         """``_gate_fast``'s compute: the experts ready by the gate back to back, then the waits."""

@@ -31,7 +31,7 @@ from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
 from moesim.experiments.cache import RunCache
 from moesim.experiments.holdout import add_outcome_notes
-from moesim.experiments.run import Prepared, arrival_times, build_core, prepare, provenance
+from moesim.experiments.run import Prepared, arrival_times, build_core, cost_model, prepare, provenance
 from moesim.experiments.scenario import Scenario
 from moesim.hardware.costs import CostModel
 from moesim.io import atomic_write_json, dumps_json
@@ -90,15 +90,6 @@ def _stored_baseline(key: str, store: Path) -> int | None:
     return None
 
 
-def costs_for(p: Prepared) -> CostModel:
-    """The run's cost model: the profile, the scenario's copy engines and its runtime section."""
-    from moesim.hardware.runtime import from_config
-
-    return CostModel(
-        p.profile, p.model, p.scenario.hardware.copy_engines, runtime=from_config(p.scenario.runtime)
-    )
-
-
 def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     """Demand misses of the same run with no predictor: kept in ``p.cache``, found in ``store`` if
     another process left it there, else replayed (and left in both)."""
@@ -116,7 +107,7 @@ def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     if batcher is None:
         run_decisions(baseline, p.groups())
     else:  # who shares a step depends on time, so the baseline needs its own timed replay
-        costs = costs_for(p)
+        costs = cost_model(p)
         SimExecutor(costs, p.prompt_tokens, batcher=batcher).run(baseline, [])
     _keep_baseline(p, key, baseline.misses, store)
     return baseline.misses
@@ -169,7 +160,7 @@ def simulate(
     wall0 = time.perf_counter()
     core = build_core(p, record=record)
     if costs is None:
-        costs = costs_for(p)
+        costs = cost_model(p)
     batcher = make_batcher(p) if batching else None
     executor = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
     stats = executor.run(core, p.groups())

@@ -18,9 +18,10 @@ from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
 from moesim.errors import fail
 from moesim.experiments.cache import PROCESS_CACHE, RunCache
+from moesim.experiments.fidelity import apply_expert_format, apply_link, check_memory, profile_device
 from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
-from moesim.hardware.costs import CostModel
+from moesim.hardware.costs import CopyOptions, CostModel
 from moesim.metrics.result import RunResult
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
@@ -160,6 +161,10 @@ def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
     profile = load_profile(ref, model, extrapolation=hw.extrapolation)
     if hw.h2d_gbps is not None or hw.h2d_overhead_us is not None:
         profile = profile.with_link(h2d_gbps=hw.h2d_gbps, overhead_us=hw.h2d_overhead_us)
+    device = profile_device(profile)
+    profile = apply_link(sc, profile, device)
+    native = model
+    model, profile = apply_expert_format(sc, model, profile, device)
     # the ops around the MoE layers (an estimated profile gets them from the roofline)
     if sc.runtime.whole_token:
         from moesim.hardware.runtime import with_token_ops
@@ -174,6 +179,7 @@ def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
         lens = trace.prefill_offsets[1:] - trace.prefill_offsets[:-1]
         if len(lens) and int(lens.max()) > 0:
             prompt = int(lens.max())
+    check_memory(sc, native, trace, device, prompt)
     return Prepared(
         sc,
         model,
@@ -188,6 +194,17 @@ def prepare(sc: Scenario, cache: RunCache | None = None) -> Prepared:
         replay.notes,
         cache,
     )
+
+
+def cost_model(p: Prepared) -> CostModel:
+    """The run's cost model: the profile with the scenario's copy engines, copy behaviour and
+    runtime section (host time, overheads, the whole token)."""
+    from moesim.hardware.runtime import from_config
+
+    hw = p.scenario.hardware
+    copies = CopyOptions(hw.lane_sharing, hw.copy_issue_us, p.scenario.miss.writeback)
+    runtime = from_config(p.scenario.runtime)
+    return CostModel(p.profile, p.model, hw.copy_engines, copies=copies, runtime=runtime)
 
 
 def build_core(p: Prepared, predictor_name: str | None = None, record: bool = False) -> PolicyCore:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 class ModelConfig:
     name: str | None = "olmoe-1b-7b"  # catalog key or HF id
     config: str | None = None  # path to a Hugging Face config.json (overrides name)
+    expert_dtype: str | None = None  # stored expert format (docs/fidelity.md; None: the model's own)
+    dense_dtype: str | None = None  # attention/shared weights' format, for the memory check only
 
 
 @dataclass
@@ -39,6 +41,12 @@ class HardwareConfig:
     h2d_overhead_us: float | None = None  # fixed cost per copy (None: keep the profile's)
     extrapolation: str = "flag"  # outside a table: flag (extrapolate, recorded) or error
     copy_engines: int = 1  # host-to-GPU copy engines sharing the link
+    lane_sharing: str = "static"  # static: each lane 1/N of the link; active: shared by active copies
+    pcie_gen: int | None = None  # replace the device's link (docs/fidelity.md; h2d_gbps wins)
+    pcie_lanes: int | None = None
+    host_memory: str | None = None  # pinned | pageable (None: the profile's copies, pinned)
+    copy_issue_us: float | None = None  # demand copy: gate -> copy start hand-off (None: 0)
+    memory_gb: float | None = None  # GPU memory for the memory check (None: the device's)
 
 
 @dataclass
@@ -74,6 +82,7 @@ class TiersConfig:
 @dataclass
 class MissConfig:
     policy: str = "fetch"  # fetch | cpu | cost | skip | substitute
+    writeback: bool = False  # copy each evicted expert back to the host before its slot is reused
 
 
 @dataclass

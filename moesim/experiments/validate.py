@@ -50,6 +50,8 @@ BOUNDS: dict[str, Bound] = {
     "hardware.h2d_gbps": Bound(1e-3, 1e6, inf_ok=True),  # .inf: the ideal link (overhead only)
     "hardware.h2d_overhead_us": Bound(0, 1e9),
     "hardware.copy_engines": Bound(1, 64),
+    "hardware.copy_issue_us": Bound(0, 1e9),
+    "hardware.memory_gb": Bound(0, 1e6, positive=True),
     "predictor.horizon": Bound(0, 1_000_000),
     "predictor.top_n": Bound(1, INT_MAX),
     "predictor.overprovision": Bound(0, INT_MAX),
@@ -65,6 +67,7 @@ TIMES_MS_MAX = 1e12  # about 30 years of arrivals; beyond, a 0.01 ms step is los
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.extrapolation": ("flag", "error"),
+    "hardware.lane_sharing": ("static", "active"),
     "cache.scope": SCOPES,
     "cache.split": SPLITS,
     "arrivals.process": ("static", "poisson", "times"),
@@ -106,6 +109,7 @@ def validate_scenario(sc: Scenario, registries: Registries | None = None) -> Non
     _check_plugins(sc, reg)
     _check_arrivals(sc)
     _check_runtime(sc)
+    _check_fidelity(sc)
 
 
 def _check_runtime(sc: Scenario) -> None:
@@ -114,6 +118,26 @@ def _check_runtime(sc: Scenario) -> None:
     names = preset_names()
     if sc.runtime.preset not in names:
         fail(f"runtime.preset: unknown preset {sc.runtime.preset!r}; choose one of: {', '.join(names)}")
+
+
+def _check_fidelity(sc: Scenario) -> None:
+    """Expert format, link and host-memory keys (docs/fidelity.md)."""
+    from moesim.hardware.pcie import ALLOWED_LANES, MEMORY_KINDS, PCIE_LANE_GBPS
+    from moesim.models.precision import FORMATS
+
+    for key in ("model.expert_dtype", "model.dense_dtype"):
+        value = get(sc, key)
+        if value is not None and str(value).lower() not in FORMATS:
+            fail(f"{key}: unknown format {value!r}; choose one of: {', '.join(sorted(FORMATS))}")
+    hw = sc.hardware
+    if hw.pcie_gen is not None and hw.pcie_gen not in PCIE_LANE_GBPS:
+        fail(f"hardware.pcie_gen: must be one of {sorted(PCIE_LANE_GBPS)}, got {hw.pcie_gen}")
+    if hw.pcie_lanes is not None and hw.pcie_lanes not in ALLOWED_LANES:
+        fail(f"hardware.pcie_lanes: must be one of {list(ALLOWED_LANES)}, got {hw.pcie_lanes}")
+    if hw.host_memory is not None and hw.host_memory not in MEMORY_KINDS:
+        fail(
+            f"hardware.host_memory: unknown value {hw.host_memory!r}; choose one of: {', '.join(MEMORY_KINDS)}"
+        )
 
 
 def _check_plugins(sc: Scenario, reg: Registries) -> None:

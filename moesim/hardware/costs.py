@@ -6,6 +6,9 @@ expert), so each distinct query reaches the profile's interpolation exactly once
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from moesim.hardware.link import fixed_cost_ms
 from moesim.hardware.ops import host_op
 from moesim.hardware.profile import LatencyProfile, host_tables
 from moesim.hardware.runtime import RuntimeCosts
@@ -25,6 +28,15 @@ OP_KERNELS: dict[str, int] = {
 }
 
 
+@dataclass(frozen=True)
+class CopyOptions:
+    """How copies behave beyond the link's table (docs/fidelity.md); the defaults are today's."""
+
+    lane_sharing: str = "static"  # static: a lane always gets 1/lanes of the link; active: see copy_engine
+    issue_us: float | None = None  # demand copies start this long after the gate (runtime hand-off)
+    writeback: bool = False  # an evicted expert is copied back to the host before its slot is reused
+
+
 class CostModel:
     def __init__(
         self,
@@ -32,12 +44,17 @@ class CostModel:
         model: ModelSpec,
         copy_engines: int = 1,
         loop_overhead: bool = True,
+        copies: CopyOptions | None = None,
         runtime: RuntimeCosts | None = None,
     ):
         self.profile = profile
         self.model = model
         self.expert_bytes = model.expert_bytes
         self.copy_engines = copy_engines
+        copies = copies or CopyOptions()
+        # Processor sharing only differs from the static split with two or more lanes.
+        self.shared_link = copies.lane_sharing == "active" and copy_engines > 1
+        self.copy_issue_ms = (copies.issue_us or 0.0) / 1e3
         # Host time an executor's own loop spends per layer-step, before the gate (it delays the
         # gate and so the demand copies) and after it (it overlaps the copies the gate issued).
         # Only profiles measured with the live executor have these ops (moesim/profiling/overhead.py).
@@ -45,7 +62,16 @@ class CostModel:
         self._post_loop = loop_overhead and profile.has("layer_overhead_post_gate")
         # Lanes split the link's bandwidth: one copy on a lane moves its bytes at 1/lanes of the rate
         # while the fixed per-copy cost stays (see copy_engine.py).
-        self.h2d_ms = profile.time_ms("h2d_pinned", bytes=model.expert_bytes * copy_engines)
+        # Shared by active copies instead: a copy's time at the whole link, split into the fixed
+        # per-copy cost (it overlaps other copies) and the bytes (they share the link).
+        lanes = 1 if self.shared_link else copy_engines
+        self.h2d_ms = profile.time_ms("h2d_pinned", bytes=model.expert_bytes * lanes)
+        self.h2d_fixed_ms = (
+            min(self.h2d_ms, fixed_cost_ms(profile, "h2d_pinned")) if self.shared_link else 0.0
+        )
+        # Write-back: the victim's bytes back over the same link before the load (PCIe moves the
+        # same bytes per second each way; the copies are serialised on one stream).
+        self.writeback_ms = self.h2d_ms if copies.writeback else 0.0
         self._has_shared = model.num_shared_experts > 0
         self._memo: dict[tuple, float] = {}
         self._init_runtime(runtime or RuntimeCosts())

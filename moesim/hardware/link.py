@@ -50,6 +50,11 @@ def _intercept_ms(profile: LatencyProfile, op: str) -> float:
     return max(0.0, min(v[0], v[0] - slope * g[0]))
 
 
+def fixed_cost_ms(profile: LatencyProfile, op: str) -> float:
+    """A copy table's fixed cost: its value extrapolated to 0 bytes, floored at 0 (0 if none)."""
+    return _intercept_ms(profile, op)
+
+
 def _table(
     profile: LatencyProfile, op: str, gbps: float, overhead_us: float | None, bw_key: str, oh_key: str
 ) -> Table:
@@ -124,3 +129,35 @@ def link_tables(
         elif oh is not None:
             out.append(_shifted(profile, op, oh, bw_key, oh_key))
     return out
+
+
+def pcie_table(profile: LatencyProfile, gbps: float, overhead_us: float | None, what: str) -> Table:
+    """``h2d_pinned`` as ``overhead + bytes / gbps`` for a link given by the PCIe keys (``what``
+    names them in the provenance); overhead None keeps the replaced table's fixed cost."""
+    return _table(profile, "h2d_pinned", gbps, overhead_us, what, "hardware.h2d_overhead_us")
+
+
+def pageable_table(profile: LatencyProfile, factor: float) -> Table:
+    """``h2d_pinned`` stretched for pageable host memory: the fixed cost kept, the per-byte part
+    divided by ``factor`` (pageable copies go through the driver's staging buffer)."""
+    old = profile.tables.get("h2d_pinned")
+    if old is None or old.axes != ("bytes",):
+        raise MoesimInputError(
+            f"hardware.host_memory: pageable needs an h2d_pinned table over bytes in profile "
+            f"{profile.name}; set hardware.h2d_gbps to the pageable bandwidth instead"
+        )
+    fixed = _intercept_ms(profile, "h2d_pinned")
+    ms = cast("tuple[float, ...]", old.ms)
+    return Table(
+        op="h2d_pinned",
+        axes=old.axes,
+        grid=old.grid,
+        ms=tuple(fixed + max(0.0, v - fixed) / factor for v in ms),
+        provenance={
+            "kind": "estimated",
+            "formula": "fixed + (pinned - fixed) / pageable_factor  [ms]",
+            "inputs": {"pageable_factor": factor, "fixed_ms": fixed},
+            "note": "scenario hardware.host_memory: pageable (pinned rate x pageable_factor, an assumption)",
+            "replaces": old.provenance,
+        },
+    )

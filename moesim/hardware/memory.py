@@ -1,6 +1,6 @@
 """GPU memory check: do the dense weights, the KV cache and the expert cache slots fit the device?
 
-Not wired into the run yet (issue 13: the lead wires ``hardware.memory_gb`` and the check). Sizes:
+``prepare`` runs it (``moesim.experiments.fidelity.check_memory``; ``hardware.memory_gb``). Sizes:
 
 * dense (non-routed-expert) weights: per layer the attention projections (in ``dense_dtype``, an
   expert format key such as ``bf16`` or ``hqq4``), two RMSNorm vectors, and per MoE layer the router

@@ -2,7 +2,7 @@
 public measurements of large pinned copies.
 
 ``link_gbps(gen, lanes, memory)`` is the function the scenario keys ``hardware.pcie_gen`` and
-``hardware.pcie_lanes`` are meant to feed (wired by the lead; see docs/fidelity.md):
+``hardware.pcie_lanes`` feed (``moesim.experiments.fidelity.apply_link``; docs/fidelity.md):
 
 * ``pcie_gen`` picks the per-lane signalling rate and the measured efficiency of that generation;
 * ``pcie_lanes`` scales the link linearly (x1 .. x16); the efficiency is the x16 one, because the

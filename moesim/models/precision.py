@@ -1,5 +1,6 @@
 """Expert weight formats (``model.expert_dtype``): bytes per routed expert and a dequantisation
-cost hook. Not wired into the run yet (issue 13); docs/fidelity.md gives the formulas and sources.
+cost hook. ``model.expert_dtype`` applies it to a run (``moesim.experiments.fidelity``,
+``moesim.hardware.quantized``); docs/fidelity.md gives the formulas and sources.
 
 Three families:
 
