@@ -22,6 +22,7 @@ from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.hardware.costs import CostModel
 from moesim.metrics.result import RunResult
+from moesim.metrics.timeline import TimelineWindow
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore
@@ -324,7 +325,11 @@ def arrival_times(p: Prepared) -> list[float] | None:
 
 # The runner's entry points, kept here for callers of this module; the pipeline holds them.
 def run_prepared(
-    p: Prepared, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
+    p: Prepared,
+    progress=None,
+    record: bool = False,
+    timeline: bool | TimelineWindow = False,  # a window: record only its steps (moesim run --tokens)
+    baselines: Path | None = None,
 ) -> RunResult:
     from moesim.experiments.pipeline import simulate
 
