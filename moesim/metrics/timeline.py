@@ -75,10 +75,9 @@ def window_events(events: list[dict], start: int, stop: int) -> tuple[list[dict]
     lo, hi = float("inf"), float("-inf")
     for e in events:
         a = e["args"]
-        if e["track"] == "compute" and "step" in a:
-            if start <= order[(a.get("group", 0), a["step"])] < stop:
-                chosen.append(e)
-                lo, hi = min(lo, e["start_ms"]), max(hi, e["end_ms"])
+        if e["track"] == "compute" and "step" in a and start <= order[(a.get("group", 0), a["step"])] < stop:
+            chosen.append(e)
+            lo, hi = min(lo, e["start_ms"]), max(hi, e["end_ms"])
     for e in events:
         if e["track"] != "compute" and e["end_ms"] > lo and e["start_ms"] < hi:
             chosen.append(e)
