@@ -25,7 +25,8 @@ def remember(cache: dict, key: Any, value: Any, size: int) -> None:
 
 class RunCache:
     """Loaded traces (the last ``max_traces``), replay groups (the last ``max_group_sets`` of at most
-    ``group_steps`` layer-steps, about 320 bytes each) and on-demand baselines (demand misses)."""
+    ``group_steps`` layer-steps, about 320 bytes each), on-demand baselines (demand misses) and
+    the loaded traces' digests."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class RunCache:
         self.traces: dict[tuple, Any] = {}
         self.groups: dict[tuple, list] = {}
         self.baselines: dict[str, int] = {}
+        self.digests: dict[tuple, str] = {}  # trace identity -> sha256 (provenance, baseline keys)
 
     def keep_trace(self, key: tuple, trace: Any) -> None:
         remember(self.traces, key, trace, self.max_traces)
@@ -51,7 +53,11 @@ class RunCache:
     def keep_baseline(self, key: str, misses: int) -> None:
         remember(self.baselines, key, misses, self.max_baselines)
 
+    def keep_digest(self, key: tuple, digest: str) -> None:
+        remember(self.digests, key, digest, self.max_baselines)
+
     def clear(self) -> None:
+        self.digests.clear()
         self.traces.clear()
         self.groups.clear()
         self.baselines.clear()

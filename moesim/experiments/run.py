@@ -84,11 +84,15 @@ def _steps(trace: Trace, prefill: bool) -> int:
 
 
 def _trace_identity(path: Path) -> tuple | None:
-    """The trace files' paths, sizes and modification times; None if they cannot be read."""
+    """The trace files' paths, sizes, modification times and inodes (a file replaced within the
+    clock's resolution is still a new file); None if they cannot be read."""
     try:
         root = path if path.is_dir() else path.parent
         files = sorted(
-            (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root) if e.is_file()
+            (e.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            for e in os.scandir(root)
+            if e.is_file()
+            for st in (e.stat(),)
         )
         return (str(root.resolve()), *files)
     except OSError:
@@ -290,7 +294,7 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
         "scenario": sc.to_dict(),
         "model": p.model.name,
         "trace": str(sc.trace.path),
-        "trace_sha256": trace_digest(p.trace),
+        "trace_sha256": _trace_sha256(p, trace_digest),
         "profile": p.profile.name,
         "profile_sha256": p.profile.fingerprint(),
         "profile_extrapolations": list(p.profile.extrapolations),
@@ -303,6 +307,19 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
     if notes:
         prov["notes"] = notes
     return prov
+
+
+def _trace_sha256(p: Prepared, digest) -> str:
+    """The trace's digest, hashed once per process for a loaded trace (keyed by its files'
+    identity and selection, so a changed file is hashed again); a derived trace is hashed each time."""
+    cache = p.cache
+    if p.trace_key is None or cache.traces.get(p.trace_key) is not p.trace:
+        return digest(p.trace)
+    value = cache.digests.get(p.trace_key)
+    if value is None:
+        value = digest(p.trace)
+        cache.keep_digest(p.trace_key, value)
+    return value
 
 
 def arrival_times(p: Prepared) -> list[float] | None:

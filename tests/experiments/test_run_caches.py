@@ -52,3 +52,31 @@ def test_baselines_left_in_a_directory_are_found_and_checked(tmp_path):
     f.write_text(json.dumps({"key": "another run", "misses": 1}))  # not this run's: replayed instead
     run_mod._BASELINES.clear()
     assert on_demand_misses(p, provenance(p, "sim", "x"), store) == doc["misses"]
+
+
+def test_trace_digest_is_hashed_once_per_file_and_again_when_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from moesim.traces import native
+
+    path = tmp_path / "t.moetrace"
+    save_trace(random_trace(np.random.default_rng(4), 2, 5, L, E, K), path)
+    calls = []
+    real = native.trace_digest
+    monkeypatch.setattr(native, "trace_digest", lambda t: calls.append(1) or real(t))
+    a = prepare(_scenario(path))
+    first = provenance(a, "sim", "x")["trace_sha256"]
+    assert first == real(path) and len(calls) == 1
+    b = prepare(_scenario(path, **{"cache.capacity": 128}))
+    assert provenance(b, "sim", "x")["trace_sha256"] == first and len(calls) == 1  # not hashed again
+    # Another file of the same size with the same modification times: a new digest (the inode changed).
+    stamps = {f.name: f.stat().st_mtime_ns for f in path.iterdir()}
+    save_trace(random_trace(np.random.default_rng(5), 2, 5, L, E, K), path)
+    for f in path.iterdir():
+        if f.name in stamps:
+            os.utime(f, ns=(stamps[f.name], stamps[f.name]))
+    c = prepare(_scenario(path))
+    second = provenance(c, "sim", "x")["trace_sha256"]
+    assert second != first and second == real(path) and len(calls) == 2
+    c.trace = c.trace.select([0])  # a caller's own trace: hashed as it is
+    assert provenance(c, "sim", "x")["trace_sha256"] == real(c.trace) and len(calls) == 3
