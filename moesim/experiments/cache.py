@@ -24,23 +24,21 @@ def remember(cache: dict, key: Any, value: Any, size: int) -> None:
 
 
 class RunCache:
-    """Loaded traces (the last ``max_traces``), replay groups (the last ``max_group_sets`` of at most
-    ``group_steps`` layer-steps, about 320 bytes each), on-demand baselines (demand misses) and
-    the loaded traces' digests."""
+    """Loaded traces (the last ``max_traces``), replay groups (the last ``max_group_sets``, as
+    ``PackedGroup`` arrays: 20-40 bytes per layer-step, so any trace's fit), on-demand baselines
+    (demand misses) and the loaded traces' digests."""
 
     def __init__(
         self,
         max_traces: int = 2,
         max_group_sets: int = 1,
-        group_steps: int = 600_000,
         max_baselines: int = 256,
     ) -> None:
         self.max_traces = max_traces
         self.max_group_sets = max_group_sets
-        self.group_steps = group_steps
         self.max_baselines = max_baselines
         self.traces: dict[tuple, Any] = {}
-        self.groups: dict[tuple, list] = {}
+        self.groups: dict[tuple, list] = {}  # (trace key, batch, prefill) -> [PackedGroup]
         self.baselines: dict[str, int] = {}
         self.digests: dict[tuple, str] = {}  # trace identity -> sha256 (provenance, baseline keys)
 

@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
 from moesim.errors import fail
@@ -32,7 +34,15 @@ from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PredictorSetup
 from moesim.policies.registries import CACHES, MISS_HANDLERS, PREDICTORS
 from moesim.policies.sizing import split_capacity
-from moesim.traces.replay import Group, access_stream, expert_counts, iter_groups, layer_streams
+from moesim.traces.replay import (
+    Group,
+    PackedGroup,
+    access_stream,
+    expert_counts,
+    iter_groups,
+    iter_packed,
+    layer_streams,
+)
 from moesim.traces.trace import Trace
 
 if TYPE_CHECKING:
@@ -57,30 +67,30 @@ class Prepared:
     cache: RunCache = field(default_factory=lambda: PROCESS_CACHE, repr=False, compare=False)
 
     def groups(self) -> Iterable[Group]:
+        """The replay groups, each built when reached (fresh lists the run may hold while it runs)."""
+        packed = self.packed_groups()
+        if packed is None:
+            return iter_groups(self.trace, self.scenario.batch, self.scenario.prefill)
+        return (g.unpack() for g in packed)
+
+    def packed_groups(self) -> list[PackedGroup] | None:
+        """The groups as flat arrays, built once per cache (None: the trace is not the cached one)."""
         sc = self.scenario
         # Only the loaded trace itself (read-only memory maps) has cached groups: a caller may have
         # replaced or cut ``trace`` since.
         cache = self.cache
-        shared = self.trace_key is not None and cache.traces.get(self.trace_key) is self.trace
-        if not shared or _steps(self.trace, sc.prefill) > cache.group_steps:
-            return iter_groups(self.trace, sc.batch, sc.prefill)
+        if self.trace_key is None or cache.traces.get(self.trace_key) is not self.trace:
+            return None
         key = (self.trace_key, sc.batch, sc.prefill)
-        groups = cache.groups.get(key)
-        if groups is None:
-            groups = list(iter_groups(self.trace, sc.batch, sc.prefill))
-            cache.keep_groups(key, groups)
-        return groups
+        packed = cache.groups.get(key)
+        if packed is None:
+            packed = list(iter_packed(self.trace, sc.batch, sc.prefill))
+            cache.keep_groups(key, packed)
+        return packed
 
 
 # The process-wide cache's baselines under their former name (tests clear it to act as a new worker).
 _BASELINES = PROCESS_CACHE.baselines
-
-
-def _steps(trace: Trace, prefill: bool) -> int:
-    n = len(trace.experts)
-    if prefill and trace.prefill_offsets is not None:
-        n += trace.num_sequences
-    return n * trace.meta.num_layers
 
 
 def _trace_identity(path: Path) -> tuple | None:
@@ -198,7 +208,7 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
     policy_cls = CACHES.get(sc.cache.policy)
     next_use = None
     if policy_cls.needs_future:
-        next_use = FutureIndex(access_stream(p.trace, sc.batch, sc.prefill)).next_use
+        next_use = FutureIndex(_access_stream(p)).next_use
     fit = p.fit_trace if p.fit_trace is not None else p.trace
     if sc.predictor.fit_trace:
         from moesim.traces.native import load_trace
@@ -239,6 +249,17 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
         dram=_dram_pool(p),
         cancel_stale=sc.predictor.cancel_stale,
     )
+
+
+def _access_stream(p: Prepared) -> np.ndarray:
+    """Every demand key in replay order: the cached groups' keys when there are some (no second
+    build of the groups), else ``access_stream``."""
+    packed = p.packed_groups()
+    if packed is None:
+        return access_stream(p.trace, p.scenario.batch, p.scenario.prefill)
+    if not packed:
+        return np.zeros(0, np.int32)
+    return np.concatenate([g.flat for g in packed]).astype(np.int32, copy=False)
 
 
 def _miss_handler(p: Prepared) -> MissHandler | None:
