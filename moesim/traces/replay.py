@@ -78,14 +78,13 @@ class PackedGroup:
         return self.flat.nbytes + self.offsets.nbytes + self.active.nbytes + extra
 
     def unpack(self) -> Group:
-        """The ``Group`` (fresh lists, one ``tolist`` per array) with the arrays attached."""
-        steps = _split(self.flat, self.offsets, self.width)
-        counts = None if self.counts is None else _split(self.counts, self.offsets, self.width)
-        return Group(
+        """The ``Group`` with the arrays attached; its ``steps`` and ``counts`` lists are built (one
+        ``tolist`` per array) when first read, so a consumer of the arrays never pays for them."""
+        group = _UnpackedGroup(
             self.index,
             self.seqs,
-            steps,
-            counts,
+            _UNSET,  # type: ignore[arg-type]
+            None if self.counts is None else _UNSET,  # type: ignore[arg-type]
             self.active.tolist(),
             self.num_layers,
             self.prefill_steps,
@@ -94,6 +93,41 @@ class PackedGroup:
             offsets=self.offsets,
             flat_counts=self.counts,
         )
+        group.width = self.width
+        return group
+
+
+_UNSET: list = []  # a list never handed out: "not built yet"
+
+
+class _UnpackedGroup(Group):
+    """A ``Group`` whose lists come from its arrays on first read (then are plain attributes)."""
+
+    width: int  # keys per layer-step when all have the same number, else 0
+
+    @property  # type: ignore[override]
+    def steps(self) -> list[list[int]]:
+        v = self.__dict__["steps"]
+        if v is _UNSET:
+            assert self.flat is not None and self.offsets is not None
+            v = self.__dict__["steps"] = _split(self.flat, self.offsets, self.width)
+        return v
+
+    @steps.setter
+    def steps(self, value: list[list[int]]) -> None:
+        self.__dict__["steps"] = value
+
+    @property  # type: ignore[override]
+    def counts(self) -> list[list[int]] | None:
+        v = self.__dict__["counts"]
+        if v is _UNSET:
+            assert self.flat_counts is not None and self.offsets is not None
+            v = self.__dict__["counts"] = _split(self.flat_counts, self.offsets, self.width)
+        return v
+
+    @counts.setter
+    def counts(self, value: list[list[int]] | None) -> None:
+        self.__dict__["counts"] = value
 
 
 def _split(flat: np.ndarray, offsets: np.ndarray, width: int) -> list[list[int]]:
@@ -115,7 +149,7 @@ def pack_group(group: Group, num_keys: int) -> PackedGroup:
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    flat = np.fromiter(chain.from_iterable(group.steps), key_dtype(num_keys), count=total)
+    flat: np.ndarray = np.fromiter(chain.from_iterable(group.steps), key_dtype(num_keys), count=total)
     counts = None
     if group.counts is not None:
         counts = np.fromiter(chain.from_iterable(group.counts), np.int32, count=total)

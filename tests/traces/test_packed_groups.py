@@ -40,3 +40,20 @@ def test_uneven_lengths_and_wide_keys():
         packed = list(iter_packed(trace, batch))
         assert packed[0].flat.dtype == np.int32  # L * E = 80,000 keys do not fit int16
         assert [_fields(p.unpack()) for p in packed] == [_fields(g) for g in iter_groups(trace, batch)]
+
+
+def test_lists_are_built_on_first_read_and_then_behave_as_attributes():
+    from dataclasses import replace
+
+    trace = synthesize(2, 6, seed=1, num_layers=2, num_experts=8, top_k=2)
+    (built,) = list(iter_groups(trace, 2))
+    (packed,) = list(iter_packed(trace, 2))
+    u = packed.unpack()
+    assert u.__dict__["steps"] is not built.steps and u.flat is packed.flat
+    assert u.__dict__["steps"] == []  # not built yet: only the arrays are there
+    assert u.steps == built.steps and u.counts == built.counts
+    assert u.steps is u.steps  # built once
+    u.steps = [[1]]
+    assert u.steps == [[1]]
+    assert replace(packed.unpack(), index=7).steps == built.steps
+    assert packed.unpack().horizon == len(built.steps)
