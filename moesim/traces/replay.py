@@ -83,8 +83,8 @@ class PackedGroup:
         group = _UnpackedGroup(
             self.index,
             self.seqs,
-            _UNSET,  # type: ignore[arg-type]
-            None if self.counts is None else _UNSET,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]  # built on first read
+            None,
             self.active.tolist(),
             self.num_layers,
             self.prefill_steps,
@@ -97,18 +97,17 @@ class PackedGroup:
         return group
 
 
-_UNSET: list = []  # a list never handed out: "not built yet"
-
-
 class _UnpackedGroup(Group):
-    """A ``Group`` whose lists come from its arrays on first read (then are plain attributes)."""
+    """A ``Group`` whose lists come from its arrays on first read (then are plain attributes).
+    None stands for "not built yet" (a pickled copy rebuilds them too): ``steps`` is never None,
+    and ``counts`` is None only when ``flat_counts`` is (batch 1)."""
 
     width: int  # keys per layer-step when all have the same number, else 0
 
     @property  # type: ignore[override]
     def steps(self) -> list[list[int]]:
         v = self.__dict__["steps"]
-        if v is _UNSET:
+        if v is None:
             assert self.flat is not None and self.offsets is not None
             v = self.__dict__["steps"] = _split(self.flat, self.offsets, self.width)
         return v
@@ -120,8 +119,8 @@ class _UnpackedGroup(Group):
     @property  # type: ignore[override]
     def counts(self) -> list[list[int]] | None:
         v = self.__dict__["counts"]
-        if v is _UNSET:
-            assert self.flat_counts is not None and self.offsets is not None
+        if v is None and self.flat_counts is not None:
+            assert self.offsets is not None
             v = self.__dict__["counts"] = _split(self.flat_counts, self.offsets, self.width)
         return v
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -49,8 +51,8 @@ def test_lists_are_built_on_first_read_and_then_behave_as_attributes():
     (built,) = list(iter_groups(trace, 2))
     (packed,) = list(iter_packed(trace, 2))
     u = packed.unpack()
-    assert u.__dict__["steps"] is not built.steps and u.flat is packed.flat
-    assert u.__dict__["steps"] == []  # not built yet: only the arrays are there
+    assert u.__dict__["steps"] is None and u.flat is packed.flat  # not built yet: only the arrays
+    assert pickle.loads(pickle.dumps(u)).steps == built.steps
     assert u.steps == built.steps and u.counts == built.counts
     assert u.steps is u.steps  # built once
     u.steps = [[1]]
