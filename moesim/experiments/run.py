@@ -67,11 +67,23 @@ class Prepared:
     cache: RunCache = field(default_factory=lambda: PROCESS_CACHE, repr=False, compare=False)
 
     def groups(self) -> Iterable[Group]:
-        """The replay groups, each built when reached (fresh lists the run may hold while it runs)."""
+        """The replay groups (read-only): from the cached arrays, the cached ``Group``s of a small
+        trace or fresh ones built when reached; an uncached trace's built one at a time."""
         packed = self.packed_groups()
         if packed is None:
             return iter_groups(self.trace, self.scenario.batch, self.scenario.prefill)
+        cache, key = self.cache, self._groups_key()
+        views = cache.views.get(key)
+        if views is not None:
+            return views
+        if sum(g.num_steps for g in packed) <= cache.view_steps:
+            views = [g.unpack() for g in packed]  # lists built when first read, then kept
+            cache.keep_views(key, views)
+            return views
         return (g.unpack() for g in packed)
+
+    def _groups_key(self) -> tuple:
+        return (self.trace_key, self.scenario.batch, self.scenario.prefill)
 
     def packed_groups(self) -> list[PackedGroup] | None:
         """The groups as flat arrays, built once per cache (None: the trace is not the cached one)."""
@@ -81,7 +93,7 @@ class Prepared:
         cache = self.cache
         if self.trace_key is None or cache.traces.get(self.trace_key) is not self.trace:
             return None
-        key = (self.trace_key, sc.batch, sc.prefill)
+        key = self._groups_key()
         packed = cache.groups.get(key)
         if packed is None:
             packed = list(iter_packed(self.trace, sc.batch, sc.prefill))

@@ -25,6 +25,7 @@ def test_trace_and_groups_are_reused_until_the_files_change(tmp_path):
     save_trace(random_trace(np.random.default_rng(1), 3, 6, L, E, K), path)
     a, b = prepare(_scenario(path)), prepare(_scenario(path, **{"cache.capacity": 128}))
     assert b.trace is a.trace and b.packed_groups() is a.packed_groups() is not None
+    assert b.groups() is a.groups()  # a small trace's Group objects (and their lists) are kept too
     assert prepare(_scenario(path, **{"trace.max_sequences": 2})).trace is not a.trace  # another selection
     save_trace(random_trace(np.random.default_rng(2), 3, 7, L, E, K), path)  # replaces it atomically
     c = prepare(_scenario(path))
@@ -80,3 +81,22 @@ def test_trace_digest_is_hashed_once_per_file_and_again_when_it_changes(tmp_path
     assert second != first and second == real(path) and len(calls) == 2
     c.trace = c.trace.select([0])  # a caller's own trace: hashed as it is
     assert provenance(c, "sim", "x")["trace_sha256"] == real(c.trace) and len(calls) == 3
+
+
+def test_a_large_trace_keeps_only_arrays_and_replays_the_same(tmp_path):
+    from moesim.experiments.cache import RunCache
+    from moesim.traces.replay import iter_groups
+
+    path = tmp_path / "t.moetrace"
+    save_trace(random_trace(np.random.default_rng(6), 3, 6, L, E, K), path)
+    small = RunCache(view_steps=0)  # as if the trace were larger than the lists the cache keeps
+    a, b = prepare(_scenario(path, batch=2), small), prepare(_scenario(path, batch=2), small)
+    assert b.packed_groups() is a.packed_groups() and not small.views
+    first, second = list(a.groups()), list(b.groups())
+    assert first[0] is not second[0] and first[0].flat is second[0].flat  # fresh lists, shared arrays
+    built = list(iter_groups(a.trace, 2))
+    assert [(g.steps, g.counts, g.active) for g in second] == [(g.steps, g.counts, g.active) for g in built]
+    plain = run_prepared(prepare(_scenario(path, batch=2, **{"cache.capacity": 96}), small)).summary
+    again = run_prepared(prepare(_scenario(path, batch=2, **{"cache.capacity": 96}))).summary
+    plain.pop("wallclock", None), again.pop("wallclock", None)
+    assert plain == again
