@@ -74,13 +74,18 @@ def run(args: argparse.Namespace) -> int:
                 "scenario": scenario.name,
                 "moesim_version": result.summary["provenance"]["moesim_version"],
             }
-            events = select_tokens(result.timeline or [], tokens)
+            events = select_tokens(_events(result), tokens)
             claims["timeline"].write_file(lambda p: write_chrome_trace(p, events, meta))
         if args.gantt:
-            claims["gantt"].write_file(lambda p: write_gantt(p, result.timeline or [], tokens))
+            claims["gantt"].write_file(lambda p: write_gantt(p, _events(result), tokens))
     if not args.quiet:
         print_summary(result.summary, out)
     return 0
+
+
+def _events(result) -> list[dict]:
+    # not ``or []``: a window's recording can be empty and still knows the run's length
+    return result.timeline if result.timeline is not None else []
 
 
 def _recording(args: argparse.Namespace, tokens):

@@ -63,10 +63,17 @@ def test_window_recording_equals_whole_run_then_filter(case):
         assert crossing > 0  # the case exercises copies in flight when a window opens
 
 
-def test_window_past_the_run_fails_like_the_filter():
+def test_window_past_the_run_fails_like_the_filter(tmp_path, capsys):
+    from moesim.cli.main import main
+
     got = _run(CASES["b1-oracle"], TimelineWindow(10_000, 10_001))
-    with pytest.raises(MoesimInputError, match="the run has only"):
+    assert got.timeline == []
+    steps = got.timeline.num_steps
+    with pytest.raises(MoesimInputError, match=f"the run has only {steps} decode steps"):
         select_tokens(got.timeline, TokenRange(10_000, 10_001))
+    args = ["run", "--quiet", "--set", "trace.max_sequences=1", "--out", str(tmp_path / "r")]
+    assert main([*args, "--timeline", str(tmp_path / "t.json"), "--tokens", "5000:5002"]) == 2
+    assert "the run has only 128 decode steps" in capsys.readouterr().err  # an empty window, not 0
 
 
 def test_cli_window_file_equals_filtered_whole_run(tmp_path):
