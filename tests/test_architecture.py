@@ -89,7 +89,8 @@ def test_import_contracts_hold():
 
 def test_timeline_reads_the_engines_cancelled_state():
     """metrics.timeline names the copy engine's state code without importing the engine."""
-    from moesim.engine.copy_engine import CANCELLED
+    from moesim.engine.copy_engine import CANCELLED, PENDING
     from moesim.metrics import timeline
 
     assert timeline.CANCELLED == CANCELLED
+    assert timeline.PENDING == PENDING

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     with token_progress(
         prepared.trace.num_tokens, f"simulating {scenario.name}", enabled=None if not args.quiet else False
     ) as prog:
-        result = run_prepared(prepared, progress=prog, timeline=bool(args.timeline or args.gantt))
+        result = run_prepared(prepared, progress=prog, timeline=_recording(args, tokens))
     claims["out"].write_dir(result.write)
     if args.timeline or args.gantt:
         from moesim.reports.timeline import select_tokens, write_chrome_trace, write_gantt
@@ -74,13 +74,32 @@ def run(args: argparse.Namespace) -> int:
                 "scenario": scenario.name,
                 "moesim_version": result.summary["provenance"]["moesim_version"],
             }
-            events = select_tokens(result.timeline or [], tokens)
+            events = select_tokens(_events(result), tokens)
             claims["timeline"].write_file(lambda p: write_chrome_trace(p, events, meta))
         if args.gantt:
-            claims["gantt"].write_file(lambda p: write_gantt(p, result.timeline or [], tokens))
+            claims["gantt"].write_file(lambda p: write_gantt(p, _events(result), tokens))
     if not args.quiet:
         print_summary(result.summary, out)
     return 0
+
+
+def _events(result) -> list[dict]:
+    # not ``or []``: a window's recording can be empty and still knows the run's length
+    return result.timeline if result.timeline is not None else []
+
+
+def _recording(args: argparse.Namespace, tokens):
+    """What the executor records: nothing, the whole run (``--timeline`` without ``--tokens``), or
+    only the exported window (``--tokens``, ``--gantt``'s default 0:2), which is all that is written."""
+    from moesim.metrics.timeline import TimelineWindow
+
+    if not (args.timeline or args.gantt):
+        return False
+    if tokens is None:
+        if args.timeline:
+            return True
+        return TimelineWindow(0, 2)  # write_gantt's default range
+    return TimelineWindow(tokens.start, tokens.stop)
 
 
 def claim_run_outputs(args: argparse.Namespace, scenario, kind: str, suffix: str = "") -> dict:

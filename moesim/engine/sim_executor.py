@@ -23,7 +23,7 @@ from moesim.engine.protocol import WAIT, StepPhases, layer_steps
 from moesim.engine.steps import TokenTally, append_token_row, prefetched_hit, step_shape
 from moesim.hardware.costs import CostModel
 from moesim.metrics.stats import RunStats
-from moesim.metrics.timeline import build_timeline
+from moesim.metrics.timeline import TimelineRecorder, TimelineWindow
 from moesim.policies.core import PolicyCore
 from moesim.policies.outputs import StepOutputs
 from moesim.policies.predictors.base import Predictor
@@ -40,13 +40,13 @@ class SimExecutor(StepPhases):
         costs: CostModel,
         prompt_tokens: int,
         progress: Callable[[int], None] | None = None,
-        timeline: bool = False,
+        timeline: bool | TimelineWindow = False,
         batcher: ContinuousBatcher | None = None,
     ):
         self.costs = costs
         self.prompt_tokens = prompt_tokens
         self.progress = progress
-        self.timeline = timeline
+        self.timeline = timeline  # True: the whole run; a window: only its steps (and copies)
         self.batcher = batcher  # continuous batching: run() replays its one growing group
 
     def run(self, core: PolicyCore, groups: Iterable[Group]) -> RunStats:
@@ -66,16 +66,19 @@ class SimExecutor(StepPhases):
         self._h2d_bytes = 0
         # Timeline recording (off on the hot path): compute slices as they happen, and every
         # Transfer object, whose lazily-decided times are final once the run ends.
-        self._slices: list[tuple] | None = [] if self.timeline else None
-        self._transfers: list[Transfer] | None = [] if self.timeline else None
+        self._timeline: TimelineRecorder | None = None
+        if self.timeline:
+            window = self.timeline if isinstance(self.timeline, TimelineWindow) else None
+            self._timeline = TimelineRecorder(window, revisits=self.batcher is not None)
+        self._slices = self._timeline.slices if self._timeline is not None else None
+        self._transfers = self._timeline.transfers if self._timeline is not None else None
         env.process(self._main(env, core, groups, stats))
         env.run()
         self._finish(core, env.now, stats)
         stats.makespan_ms = env.now
-        if self.timeline:
+        if self._timeline is not None:
             self._engine.advance(float("inf"))
-            assert self._slices is not None and self._transfers is not None  # lists when timeline
-            stats.timeline = build_timeline(self._slices, self._transfers, core.E)
+            stats.timeline = self._timeline.events(core.E)
         return stats
 
     def _main(self, env: simpy.Environment, core: PolicyCore, groups: Iterable[Group], stats: RunStats):
@@ -161,8 +164,12 @@ class SimExecutor(StepPhases):
 
     def _record_compute(self, g, t, layer, t0, t_gate, t_shared, ready, counts_all, s, group) -> None:
         # Mirrors _compute_ready (same order and durations) without slowing it down.
-        sl = self._slices
-        assert sl is not None  # called only when recording the timeline
+        sl, rec = self._slices, self._timeline
+        assert sl is not None and rec is not None  # called only when recording the timeline
+        if not rec.step(g, t, t0):  # outside the window: nothing, and no copies once it has passed
+            if rec.closed:
+                self._transfers = None
+            return
         args = {"group": g, "step": t, "layer": layer}
         sl.append(("compute", f"L{layer} attention+gate", t0, t_gate, args))
         if t_shared > t_gate:

@@ -38,6 +38,7 @@ from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
 from moesim.metrics.stats import RunStats
 from moesim.metrics.summary import build_extras, build_summary, build_tables, request_summary
+from moesim.metrics.timeline import TimelineWindow
 from moesim.policies.core import PolicyCore
 
 
@@ -150,7 +151,7 @@ def simulate(
     batching: bool = True,
     progress=None,
     record: bool = False,
-    timeline: bool = False,
+    timeline: bool | TimelineWindow = False,
     baselines: Path | None = None,
 ) -> RunResult:
     """Simulate ``p``. ``costs``: the cost model (default: the profile's, with the scenario's copy

@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from moesim import __version__
 from moesim.engine.batching import poisson_arrivals
 from moesim.errors import fail
@@ -23,6 +25,7 @@ from moesim.experiments.holdout import prepared_notes, select_replay
 from moesim.experiments.scenario import Scenario
 from moesim.hardware.costs import CopyOptions, CostModel
 from moesim.metrics.result import RunResult
+from moesim.metrics.timeline import TimelineWindow
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore
@@ -32,7 +35,15 @@ from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PredictorSetup
 from moesim.policies.registries import CACHES, MISS_HANDLERS, PREDICTORS
 from moesim.policies.sizing import split_capacity
-from moesim.traces.replay import Group, access_stream, expert_counts, iter_groups, layer_streams
+from moesim.traces.replay import (
+    Group,
+    PackedGroup,
+    access_stream,
+    expert_counts,
+    iter_groups,
+    iter_packed,
+    layer_streams,
+)
 from moesim.traces.trace import Trace
 
 if TYPE_CHECKING:
@@ -57,38 +68,54 @@ class Prepared:
     cache: RunCache = field(default_factory=lambda: PROCESS_CACHE, repr=False, compare=False)
 
     def groups(self) -> Iterable[Group]:
+        """The replay groups (read-only): from the cached arrays, the cached ``Group``s of a small
+        trace or fresh ones built when reached; an uncached trace's built one at a time."""
+        packed = self.packed_groups()
+        if packed is None:
+            return iter_groups(self.trace, self.scenario.batch, self.scenario.prefill)
+        cache, key = self.cache, self._groups_key()
+        views = cache.views.get(key)
+        if views is not None:
+            return views
+        if sum(g.num_steps for g in packed) <= cache.view_steps:
+            views = [g.unpack() for g in packed]  # lists built when first read, then kept
+            cache.keep_views(key, views)
+            return views
+        return (g.unpack() for g in packed)
+
+    def _groups_key(self) -> tuple:
+        return (self.trace_key, self.scenario.batch, self.scenario.prefill)
+
+    def packed_groups(self) -> list[PackedGroup] | None:
+        """The groups as flat arrays, built once per cache (None: the trace is not the cached one)."""
         sc = self.scenario
         # Only the loaded trace itself (read-only memory maps) has cached groups: a caller may have
         # replaced or cut ``trace`` since.
         cache = self.cache
-        shared = self.trace_key is not None and cache.traces.get(self.trace_key) is self.trace
-        if not shared or _steps(self.trace, sc.prefill) > cache.group_steps:
-            return iter_groups(self.trace, sc.batch, sc.prefill)
-        key = (self.trace_key, sc.batch, sc.prefill)
-        groups = cache.groups.get(key)
-        if groups is None:
-            groups = list(iter_groups(self.trace, sc.batch, sc.prefill))
-            cache.keep_groups(key, groups)
-        return groups
+        if self.trace_key is None or cache.traces.get(self.trace_key) is not self.trace:
+            return None
+        key = self._groups_key()
+        packed = cache.groups.get(key)
+        if packed is None:
+            packed = list(iter_packed(self.trace, sc.batch, sc.prefill))
+            cache.keep_groups(key, packed)
+        return packed
 
 
 # The process-wide cache's baselines under their former name (tests clear it to act as a new worker).
 _BASELINES = PROCESS_CACHE.baselines
 
 
-def _steps(trace: Trace, prefill: bool) -> int:
-    n = len(trace.experts)
-    if prefill and trace.prefill_offsets is not None:
-        n += trace.num_sequences
-    return n * trace.meta.num_layers
-
-
 def _trace_identity(path: Path) -> tuple | None:
-    """The trace files' paths, sizes and modification times; None if they cannot be read."""
+    """The trace files' paths, sizes, modification times and inodes (a file replaced within the
+    clock's resolution is still a new file); None if they cannot be read."""
     try:
         root = path if path.is_dir() else path.parent
         files = sorted(
-            (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root) if e.is_file()
+            (e.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            for e in os.scandir(root)
+            if e.is_file()
+            for st in (e.stat(),)
         )
         return (str(root.resolve()), *files)
     except OSError:
@@ -215,7 +242,7 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
     policy_cls = CACHES.get(sc.cache.policy)
     next_use = None
     if policy_cls.needs_future:
-        next_use = FutureIndex(access_stream(p.trace, sc.batch, sc.prefill)).next_use
+        next_use = FutureIndex(_access_stream(p)).next_use
     fit = p.fit_trace if p.fit_trace is not None else p.trace
     if sc.predictor.fit_trace:
         from moesim.traces.native import load_trace
@@ -256,6 +283,17 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
         dram=_dram_pool(p),
         cancel_stale=sc.predictor.cancel_stale,
     )
+
+
+def _access_stream(p: Prepared) -> np.ndarray:
+    """Every demand key in replay order: the cached groups' keys when there are some (no second
+    build of the groups), else ``access_stream``."""
+    packed = p.packed_groups()
+    if packed is None:
+        return access_stream(p.trace, p.scenario.batch, p.scenario.prefill)
+    if not packed:
+        return np.zeros(0, np.int32)
+    return np.concatenate([g.flat for g in packed]).astype(np.int32, copy=False)
 
 
 def _miss_handler(p: Prepared) -> MissHandler | None:
@@ -311,7 +349,7 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
         "scenario": sc.to_dict(),
         "model": p.model.name,
         "trace": str(sc.trace.path),
-        "trace_sha256": trace_digest(p.trace),
+        "trace_sha256": _trace_sha256(p, trace_digest),
         "profile": p.profile.name,
         "profile_sha256": p.profile.fingerprint(),
         "profile_extrapolations": list(p.profile.extrapolations),
@@ -324,6 +362,19 @@ def provenance(p: Prepared, executor: str, device: str) -> dict:
     if notes:
         prov["notes"] = notes
     return prov
+
+
+def _trace_sha256(p: Prepared, digest) -> str:
+    """The trace's digest, hashed once per process for a loaded trace (keyed by its files'
+    identity and selection, so a changed file is hashed again); a derived trace is hashed each time."""
+    cache = p.cache
+    if p.trace_key is None or cache.traces.get(p.trace_key) is not p.trace:
+        return digest(p.trace)
+    value = cache.digests.get(p.trace_key)
+    if value is None:
+        value = digest(p.trace)
+        cache.keep_digest(p.trace_key, value)
+    return value
 
 
 def arrival_times(p: Prepared) -> list[float] | None:
@@ -346,7 +397,11 @@ def arrival_times(p: Prepared) -> list[float] | None:
 
 # The runner's entry points, kept here for callers of this module; the pipeline holds them.
 def run_prepared(
-    p: Prepared, progress=None, record: bool = False, timeline: bool = False, baselines: Path | None = None
+    p: Prepared,
+    progress=None,
+    record: bool = False,
+    timeline: bool | TimelineWindow = False,  # a window: record only its steps (moesim run --tokens)
+    baselines: Path | None = None,
 ) -> RunResult:
     from moesim.experiments.pipeline import simulate
 

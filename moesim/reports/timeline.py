@@ -22,6 +22,7 @@ from typing import Any
 
 from moesim.errors import fail
 from moesim.io import atomic_write_bytes, atomic_write_text
+from moesim.metrics.timeline import WindowedEvents, window_events
 
 PID = 1
 COMPUTE_TID = 1
@@ -64,25 +65,17 @@ def _step_order(events: Sequence[dict]) -> dict[tuple[int, int], int]:
 
 
 def select_tokens(events: Sequence[dict], tokens: TokenRange | None) -> list[dict]:
-    """The events of decode steps ``tokens`` (run order), plus the copies overlapping that window."""
+    """The events of decode steps ``tokens`` (run order), plus the copies overlapping that window.
+    A recording of that window only (``WindowedEvents``) already is that selection."""
     if tokens is None:
         return list(events)
-    order = _step_order(events)
-    if tokens.start >= len(order):
-        fail(f"--tokens {tokens.start}:{tokens.stop}: the run has only {len(order)} decode steps")
-    chosen = []
-    lo, hi = float("inf"), float("-inf")
-    for e in events:
-        a = e["args"]
-        if e["track"] == "compute" and "step" in a:
-            i = order[(a.get("group", 0), a["step"])]
-            if tokens.start <= i < tokens.stop:
-                chosen.append(e)
-                lo, hi = min(lo, e["start_ms"]), max(hi, e["end_ms"])
-    for e in events:
-        if e["track"] != "compute" and e["end_ms"] > lo and e["start_ms"] < hi:
-            chosen.append(e)
-    chosen.sort(key=lambda e: (e["start_ms"], e["track"], e["name"]))
+    if isinstance(events, WindowedEvents):
+        assert (events.window.start, events.window.stop) == (tokens.start, tokens.stop)  # the caller's
+        chosen, steps = list(events), events.num_steps
+    else:
+        chosen, steps = window_events(list(events), tokens.start, tokens.stop)
+    if tokens.start >= steps:
+        fail(f"--tokens {tokens.start}:{tokens.stop}: the run has only {steps} decode steps")
     return chosen
 
 

@@ -5,12 +5,17 @@ as shorter sequences finish). A *layer-step* is one MoE layer of one decode step
 accesses are the union of the active sequences' experts in (rank, sequence index) order, with the
 number of tokens routed to each (docs/design.md, reference cache semantics). Keys are ``layer * E + id``.
 Groups are built one at a time so a long trace never needs all its steps in memory.
+
+A ``PackedGroup`` keeps a group's layer-steps as flat numpy arrays (keys, offsets, counts): what
+a ``RunCache`` holds between runs (about 20-40 bytes per layer-step instead of ~320 as lists), and
+what ``unpack`` turns back into a ``Group`` (lists, plus the arrays for compiled executors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -30,6 +35,12 @@ class Group:
     # Continuous batching forms steps while it runs (moesim/engine/batching.py): predictors must not
     # take len(steps) as the end of the group.
     dynamic: bool = False
+    # The same layer-steps as flat arrays when the group came from a ``PackedGroup`` (read-only,
+    # shared with the cache): keys ``flat[offsets[s]:offsets[s + 1]]``, their token counts
+    # likewise in ``flat_counts`` (None: all ones). None otherwise.
+    flat: np.ndarray | None = field(default=None, repr=False, compare=False)
+    offsets: np.ndarray | None = field(default=None, repr=False, compare=False)
+    flat_counts: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:  # decode steps of the group
@@ -39,6 +50,142 @@ class Group:
     def horizon(self) -> int:
         """Layer-steps a predictor may target: the whole group, or unbounded while it is still forming."""
         return 1 << 62 if self.dynamic else len(self.steps)
+
+
+@dataclass(frozen=True)
+class PackedGroup:
+    """A ``Group`` as flat arrays: ``flat[offsets[s]:offsets[s + 1]]`` are layer-step ``s``'s keys
+    in access order, ``counts`` the tokens routed to each (None: all ones, batch 1)."""
+
+    index: int
+    seqs: tuple[int, ...]
+    flat: np.ndarray  # keys, int16 when L * E fits, else int32
+    offsets: np.ndarray  # int64, len = layer-steps + 1
+    counts: np.ndarray | None  # aligned with ``flat`` (int32), or None
+    active: np.ndarray  # int32 per decode step
+    num_layers: int
+    prefill_steps: int = 0
+    prompt_tokens: int = 0
+    width: int = 0  # every layer-step has this many keys (0: they differ)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.counts is None else self.counts.nbytes
+        return self.flat.nbytes + self.offsets.nbytes + self.active.nbytes + extra
+
+    def unpack(self) -> Group:
+        """The ``Group`` with the arrays attached; its ``steps`` and ``counts`` lists are built (one
+        ``tolist`` per array) when first read, so a consumer of the arrays never pays for them."""
+        group = _UnpackedGroup(
+            self.index,
+            self.seqs,
+            None,  # type: ignore[arg-type]  # built on first read
+            None,
+            self.active.tolist(),
+            self.num_layers,
+            self.prefill_steps,
+            self.prompt_tokens,
+            flat=self.flat,
+            offsets=self.offsets,
+            flat_counts=self.counts,
+        )
+        group.width = self.width
+        return group
+
+
+class _UnpackedGroup(Group):
+    """A ``Group`` whose lists come from its arrays on first read (then are plain attributes).
+    None stands for "not built yet" (a pickled copy rebuilds them too): ``steps`` is never None,
+    and ``counts`` is None only when ``flat_counts`` is (batch 1)."""
+
+    width: int  # keys per layer-step when all have the same number, else 0
+
+    @property  # type: ignore[override]
+    def steps(self) -> list[list[int]]:
+        v = self.__dict__["steps"]
+        if v is None:
+            assert self.flat is not None and self.offsets is not None
+            v = self.__dict__["steps"] = _split(self.flat, self.offsets, self.width)
+        return v
+
+    @steps.setter
+    def steps(self, value: list[list[int]]) -> None:
+        self.__dict__["steps"] = value
+
+    @property  # type: ignore[override]
+    def counts(self) -> list[list[int]] | None:
+        v = self.__dict__["counts"]
+        if v is None and self.flat_counts is not None:
+            assert self.offsets is not None
+            v = self.__dict__["counts"] = _split(self.flat_counts, self.offsets, self.width)
+        return v
+
+    @counts.setter
+    def counts(self, value: list[list[int]] | None) -> None:
+        self.__dict__["counts"] = value
+
+
+def _split(flat: np.ndarray, offsets: np.ndarray, width: int) -> list[list[int]]:
+    if width:
+        return flat.reshape(-1, width).tolist()
+    values = flat.tolist()
+    bounds = offsets.tolist()
+    return [values[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def key_dtype(num_keys: int) -> type:
+    return np.int16 if num_keys <= np.iinfo(np.int16).max else np.int32
+
+
+def pack_group(group: Group, num_keys: int) -> PackedGroup:
+    """``group`` (static: not still forming) as flat arrays; ``num_keys`` = L * E sizes the keys."""
+    assert not group.dynamic
+    lengths = np.fromiter((len(st) for st in group.steps), np.int64, count=len(group.steps))
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    flat: np.ndarray = np.fromiter(chain.from_iterable(group.steps), key_dtype(num_keys), count=total)
+    counts = None
+    if group.counts is not None:
+        counts = np.fromiter(chain.from_iterable(group.counts), np.int32, count=total)
+    width = int(lengths[0]) if len(lengths) and bool((lengths == lengths[0]).all()) else 0
+    return PackedGroup(
+        group.index,
+        group.seqs,
+        flat,
+        offsets,
+        counts,
+        np.asarray(group.active, np.int32),
+        group.num_layers,
+        group.prefill_steps,
+        group.prompt_tokens,
+        width,
+    )
+
+
+def _pack_single(trace: Trace, index: int, q: int) -> PackedGroup:
+    """Batch 1 without a prompt pass, straight from the trace's arrays (no lists on the way)."""
+    L, E, k = trace.meta.num_layers, trace.meta.num_experts, trace.meta.top_k
+    keys = np.asarray(trace.sequence(q), dtype=np.int64) + _layer_offsets(trace)
+    flat = keys.reshape(-1).astype(key_dtype(L * E))
+    n = trace.sequence_length(q)
+    offsets = np.arange(n * L + 1, dtype=np.int64) * k
+    return PackedGroup(index, (q,), flat, offsets, None, np.ones(n, np.int32), L, width=k)
+
+
+def iter_packed(trace: Trace, batch: int, prefill: bool = False) -> Iterator[PackedGroup]:
+    """``iter_groups``'s groups as ``PackedGroup``s (``unpack`` gives equal groups)."""
+    num_keys = trace.meta.num_layers * trace.meta.num_experts
+    for i, seqs in enumerate(group_indices(trace.num_sequences, batch)):
+        if len(seqs) == 1 and not prefill:
+            yield _pack_single(trace, i, seqs[0])
+            continue
+        group = build_group(trace, i, seqs)
+        yield pack_group(with_prefill(trace, group) if prefill else group, num_keys)
 
 
 def prefill_steps(trace: Trace, seqs: tuple[int, ...]) -> tuple[list[list[int]], list[list[int]], int]:
