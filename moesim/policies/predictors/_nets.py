@@ -163,14 +163,16 @@ def _encoder_block(
     dh = d // nh
     h = block.norm1(x)
     W, b = attn.in_proj_weight, attn.in_proj_bias
-    xq = x if rows is None else x[:, rows]
-    hq = h if rows is None else h[:, rows]
-    r = xq.shape[1]
-    q = nn.functional.linear(hq, W[:d], b[:d]).reshape(B, r, nh, dh).transpose(1, 2)
-    kv = nn.functional.linear(h, W[d:], b[d:]).reshape(B, T, 2, nh, dh)
-    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, nh, T, dh)
-    att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (dh**-0.5), dim=-1)
-    o = torch.matmul(att, v).transpose(1, 2).reshape(B, r, d)
+    if rows is None:
+        xq, r = x, T
+        qkv = nn.functional.linear(h, W, b).view(B, T, 3, nh, dh)
+        q = qkv[:, :, 0].transpose(1, 2)
+    else:
+        xq, r = x[:, rows], len(rows)
+        q = nn.functional.linear(h[:, rows], W[:d], b[:d]).view(B, r, nh, dh).transpose(1, 2)
+        qkv = nn.functional.linear(h, W[d:], b[d:]).view(B, T, 2, nh, dh)
+    k, v = qkv[:, :, -2].transpose(1, 2), qkv[:, :, -1].transpose(1, 2)  # (B, nh, T, dh) views
+    o = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, r, d)
     y = xq + attn.out_proj(o)
     return y + block.linear2(nn.functional.gelu(block.linear1(block.norm2(y))))
 
