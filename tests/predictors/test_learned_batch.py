@@ -3,6 +3,8 @@ path's predictions: targets, keys in order and scores, bit for bit."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,37 @@ def test_batch_inference_param(olmoe_like):
     with pytest.raises(MoesimInputError, match="batch_inference"):
         _predictor(trace, model, 1, 1, "yes")
     assert "batch_inference" in Prophet.params
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_whole_runs_identical(olmoe_like, batch):
+    """A simulated run (policy core + timing model) with batch inference on and off: the same
+    summary, token and layer tables and decision log."""
+    from moesim.experiments.run import Prepared, run_prepared
+    from moesim.experiments.scenario import CacheConfig, PredictorConfig, Scenario
+    from moesim.hardware import load_profile
+    from moesim.models import get_model
+
+    trace, model = olmoe_like
+    spec = get_model("olmoe-1b-7b")
+    profile = load_profile("estimated:h100-pcie", spec)
+
+    def run(batched: bool):
+        params = {"model": model, "batch_inference": batched}
+        sc = Scenario(
+            name="t",
+            predictor=PredictorConfig(name="prophet", horizon=2, overprovision=2, params=params),
+            cache=CacheConfig(policy="lru", capacity=40),
+            batch=batch,
+        )
+        p = Prepared(sc, spec, trace, trace.path or Path("<memory>"), profile, 64, 8 * batch, 8 * batch)
+        return run_prepared(p, record=True)
+
+    a, b = run(True), run(False)
+    assert a.summary["prefetch"]["issued"] > 0
+    drop = ("provenance",)
+    assert {k: v for k, v in a.summary.items() if k not in drop} == {
+        k: v for k, v in b.summary.items() if k not in drop
+    }
+    assert a.tokens.equals(b.tokens) and a.layers.equals(b.layers)
+    assert a.decisions == b.decisions and a.decisions
