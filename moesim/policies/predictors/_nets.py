@@ -126,6 +126,56 @@ class ProphetNet(nn.Module):
         x = self.norm(self.encoder(x)[:, -self.H :])  # (B, H, d)
         return self.out(x) + self.layer_bias[layers[:, -self.H :]]
 
+    def infer(self, ids: torch.Tensor, layers: torch.Tensor, heads: tuple[int, ...]) -> torch.Tensor:
+        """Inference only (eval mode, under no_grad/inference_mode): (B, len(heads), E) logits of the
+        queries of horizons ``heads`` (1-based). The same function as ``forward`` (dropout off), up
+        to float rounding, written out so the last encoder layer computes only the rows it returns
+        (a third of the work at one horizon) and every op is a row-wise kernel or a GEMM whose rows
+        do not depend on the other rows of the batch (``ProphetModel.probs_for`` relies on this)."""
+        B, T, m = ids.shape
+        w = torch.exp(self.rank_logit[:m])[None, None, :] * (ids != self.pad).to(torch.float32)
+        # the rank-weighted mean of each token's expert embeddings, without the (B, T, m, d) tensor
+        x = nn.functional.embedding_bag(
+            ids.reshape(B * T, m),
+            self.expert_emb.weight,
+            mode="sum",
+            per_sample_weights=w.reshape(B * T, m),
+            padding_idx=self.pad,
+        ).reshape(B, T, -1)
+        x = x / w.sum(-1, keepdim=True).clamp(min=1e-6)
+        x = x + self.layer_emb(layers) + self.role_emb.weight[None]
+        blocks = list(self.encoder.layers)
+        for block in blocks[:-1]:
+            x = _encoder_block(block, x, None)
+        rows = [self.c + d - 1 for d in heads]
+        x = self.norm(_encoder_block(blocks[-1], x, rows))  # (B, len(heads), d)
+        return self.out(x) + self.layer_bias[layers[:, rows]]
+
+
+def _encoder_block(
+    block: nn.TransformerEncoderLayer, x: torch.Tensor, rows: list[int] | None
+) -> torch.Tensor:
+    """One pre-norm ``TransformerEncoderLayer`` (GELU, eval) for the query rows ``rows`` of ``x``
+    (all rows when None); every token is still a key and a value."""
+    attn = block.self_attn
+    B, T, d = x.shape
+    nh = attn.num_heads
+    dh = d // nh
+    h = block.norm1(x)
+    W, b = attn.in_proj_weight, attn.in_proj_bias
+    if rows is None:
+        xq, r = x, T
+        qkv = nn.functional.linear(h, W, b).view(B, T, 3, nh, dh)
+        q = qkv[:, :, 0].transpose(1, 2)
+    else:
+        xq, r = x[:, rows], len(rows)
+        q = nn.functional.linear(h[:, rows], W[:d], b[:d]).view(B, r, nh, dh).transpose(1, 2)
+        qkv = nn.functional.linear(h, W[d:], b[d:]).view(B, T, 2, nh, dh)
+    k, v = qkv[:, :, -2].transpose(1, 2), qkv[:, :, -1].transpose(1, 2)  # (B, nh, T, dh) views
+    o = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, r, d)
+    y = xq + attn.out_proj(o)
+    return y + block.linear2(nn.functional.gelu(block.linear1(block.norm2(y))))
+
 
 @dataclass
 class TrainLog:

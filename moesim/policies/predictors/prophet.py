@@ -36,6 +36,7 @@ from moesim.policies.predictors._common import (
     time_call,
     trace_fingerprint,
 )
+from moesim.policies.predictors._prophet_batch import GroupPredictions, firing_heads, head_probs
 from moesim.policies.predictors.base import Prediction, PredictorSetup
 from moesim.policies.registries import PREDICTORS
 from moesim.traces.replay import Group
@@ -310,7 +311,14 @@ class Prophet(PlannedPredictor):
 
     name = NAME
     observes = frozenset({"routing of the last c layer-steps", "previous token's routing", "training trace"})
-    params = COMMON_PARAMS | ParamSchema(model=Param(None, "str")) | ARCH_PARAMS | TRAIN_PARAMS
+    # batch_inference: compute a static group's predictions up front in batched torch (identical to
+    # false, the per-step path kept as the reference and for groups that grow while they run)
+    params = (
+        COMMON_PARAMS
+        | ParamSchema(model=Param(None, "str"), batch_inference=Param(True, "bool"))
+        | ARCH_PARAMS
+        | TRAIN_PARAMS
+    )
     trainable = True
 
     def __init__(self, setup: PredictorSetup):
@@ -340,7 +348,9 @@ class Prophet(PlannedPredictor):
         self.c, self.H = cfg["context"], cfg["heads"]
         self._pad = self.L * self.E
         self._cache_s = -2
-        self._cache_probs: np.ndarray | None = None
+        self._cache_probs: dict[int, np.ndarray] = {}
+        self.batch_inference = as_bool(NAME, "batch_inference", setup.params.get("batch_inference", True))
+        self._pre: GroupPredictions | None = None
 
     @classmethod
     def fit_model(cls, trace: Trace, params: dict[str, Any], seed: int) -> ProphetModel:
@@ -354,7 +364,26 @@ class Prophet(PlannedPredictor):
     # -- online ------------------------------------------------------------------------------------
     def start(self, group: Group) -> list[Prediction]:
         self._cache_s = -2  # the cache is keyed by step, and steps restart with every group
-        return super().start(group)
+        self._pre = None
+        # A group still forming (continuous batching) does not hold its steps yet: per step. So does
+        # a model whose temporal tokens would lie after the firing step (heads > L).
+        if not self.batch_inference or group.dynamic or self.H > self.L:
+            return super().start(group)
+        self.group, self._n, self.seen = group, len(group.steps), []  # as PlannedPredictor.start
+        self._pre = GroupPredictions(self.model, self.plan, group.steps, self.L, self.E)
+        return self._pre.at(-1)
+
+    def observe(self, s: int, keys: list[int]) -> None:
+        super().observe(s, keys)
+        # The precomputed predictions assume the observed routing is the group's: anything else (a
+        # caller feeding other keys) switches to the per-step path, which reads what was observed.
+        pre = self._pre
+        if pre is not None and keys is not self.group.steps[s] and keys != self.group.steps[s]:
+            self._pre = None
+
+    def predict(self, s: int) -> list[Prediction]:
+        pre = self._pre
+        return pre.at(s) if pre is not None else super().predict(s)
 
     def _inputs(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         L, c, H, pad = self.L, self.c, self.H, self._pad
@@ -368,13 +397,14 @@ class Prophet(PlannedPredictor):
         return ids, layers
 
     def scores(self, s: int, t: int) -> np.ndarray | None:
+        """The per-step path (the reference of the batched one): one network call per firing."""
         if s != self._cache_s:
+            _, heads = firing_heads(self.plan, s, self._n)
             ids, layers = self._inputs(s)
-            table = ids.reshape(-1, ids.shape[-1])
-            rows = np.arange(len(table))[None]
-            self._cache_probs = self.model.probs(self.model.logits(table, rows, layers))[0]
+            probs = head_probs(self.model, ids, layers, heads)[0]
+            self._cache_probs = {d: probs[i] for i, d in enumerate(heads)}
             self._cache_s = s
-        return self._cache_probs[t - s - 1]  # type: ignore[index]
+        return self._cache_probs[t - s]
 
     def _measure_latency(self, batch: int) -> float:
         L, E = self.L, self.E

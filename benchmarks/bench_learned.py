@@ -1,0 +1,125 @@
+"""A Prophet run against a popularity run on one OLMoE domain (CPU time; issue 14's target: <= 3x).
+
+    python benchmarks/bench_learned.py                          # trains a small Prophet on coding (~30 s)
+    python benchmarks/bench_learned.py --model /tmp/prophet.safetensors --domain general
+    python benchmarks/bench_learned.py --per-step-sequences 2   # also time the per-step path (slow)
+
+Replays the domain through the simulation executor (policy core + SimPy timing model; LRU 256,
+horizon 1) with each predictor and prints layer-steps per CPU-second and the ratio. The Prophet
+figure includes building the predictor (loading the model, importing torch) and all its network
+calls. Without --model a small Prophet (default architecture, 1 epoch on 20,000 samples) is
+trained on --train-domain into a temporary directory, never into the repository. Needs
+../shared/external-traces (or --trace). Not a test: CPU time on a shared machine is noisy; state
+the load (``uptime``) with any figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNKS = ROOT.parent / "shared" / "external-traces" / "helloimrizy-pages__opt" / "decode_traces" / "chunks"
+
+
+def _prepared(trace, predictor: str, params: dict, capacity: int, horizon: int):
+    from moesim.experiments.run import Prepared
+    from moesim.experiments.scenario import CacheConfig, PredictorConfig, Scenario
+    from moesim.hardware import load_profile
+    from moesim.models import get_model
+
+    model = get_model("olmoe-1b-7b")
+    sc = Scenario(
+        name="bench-learned",
+        predictor=PredictorConfig(name=predictor, horizon=horizon, params=params),
+        cache=CacheConfig(policy="lru", capacity=capacity, scope="global"),
+    )
+    profile = load_profile("estimated:h100-pcie", model)
+    return Prepared(sc, model, trace, CHUNKS, profile, 512, model.top_k, model.top_k), model, profile
+
+
+def _timed_run(trace, predictor: str, params: dict, capacity: int, horizon: int) -> tuple[float, float]:
+    """CPU seconds of one run (predictor built inside the timing) and its hit rate."""
+    from moesim.engine.sim_executor import SimExecutor
+    from moesim.experiments.run import build_core
+    from moesim.hardware.costs import CostModel
+
+    p, model, profile = _prepared(trace, predictor, params, capacity, horizon)
+    groups = list(p.groups())
+    t = time.process_time()
+    core = build_core(p)
+    stats = SimExecutor(CostModel(profile, model, 1), 512).run(core, groups)
+    dt = time.process_time() - t
+    return dt, (core.present - sum(stats.layer_late)) / core.accesses
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", help="an imported .moetrace (default: import the shared OLMoE chunks)")
+    ap.add_argument("--domain", default="general", help="the domain replayed")
+    ap.add_argument("--model", help="a Prophet model file (default: train a small one)")
+    ap.add_argument("--train-domain", default="coding", help="domain the default model trains on")
+    ap.add_argument("--capacity", type=int, default=256)
+    ap.add_argument("--horizon", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each; the fastest counts")
+    ap.add_argument(
+        "--per-step-sequences", type=int, default=0, help="also time the per-step path on this many sequences"
+    )
+    args = ap.parse_args()
+
+    if args.trace:
+        from moesim.traces.native import load_trace
+
+        trace = load_trace(args.trace)
+    else:
+        if not CHUNKS.is_dir():
+            print(f"no --trace and no shared OLMoE chunks at {CHUNKS}", file=sys.stderr)
+            return 2
+        from moesim.traces.importers import import_trace
+
+        trace = import_trace("olmoe-npz", [CHUNKS])
+    dom = trace.select_domain(args.domain)
+    steps = dom.num_tokens * dom.meta.num_layers
+    print(
+        f"{args.domain}: {dom.num_sequences} sequences, {steps:,} layer-steps; load {os.getloadavg()[0]:.1f}"
+    )
+
+    model_path = args.model
+    tmp = None
+    if model_path is None:
+        from moesim.policies.predictors.prophet import Prophet
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench-learned-")
+        model_path = str(Path(tmp.name) / "prophet.safetensors")
+        t = time.process_time()
+        fitted = Prophet.fit_model(
+            trace.select_domain(args.train_domain), {"epochs": 1, "max_samples": 20000}, seed=0
+        )
+        fitted.save(model_path)
+        print(f"trained a small Prophet on {args.train_domain} in {time.process_time() - t:.1f} CPU-s")
+
+    def best(name: str, params: dict, tr=dom) -> tuple[float, float]:
+        runs = [_timed_run(tr, name, params, args.capacity, args.horizon) for _ in range(args.repeat)]
+        return min(r[0] for r in runs), runs[0][1]
+
+    pop_s, pop_hit = best("popularity", {})
+    pro_s, pro_hit = best("prophet", {"model": model_path})
+    print(f"popularity : {pop_s:6.2f} CPU-s  {steps / pop_s:10,.0f} layer-steps/s  (hit rate {pop_hit:.4f})")
+    print(f"prophet    : {pro_s:6.2f} CPU-s  {steps / pro_s:10,.0f} layer-steps/s  (hit rate {pro_hit:.4f})")
+    print(f"ratio prophet / popularity: {pro_s / pop_s:.2f}x (target <= 3x)")
+    if args.per_step_sequences:
+        cut = dom.select(range(min(args.per_step_sequences, dom.num_sequences)))
+        n = cut.num_tokens * cut.meta.num_layers
+        s, _ = best("prophet", {"model": model_path, "batch_inference": False}, cut)
+        print(f"prophet per-step path: {n / s:10,.0f} layer-steps/s ({n:,} layer-steps)")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
