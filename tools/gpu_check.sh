@@ -696,6 +696,18 @@ for prof in sorted(glob.glob(os.path.join(W, "profile-*.yaml"))):
         ratio = f"{h / g:.2f}" if g and h is not None else ""
         busy = tab.get("provenance", {}).get("gpu_queue_busy", "")
         p(f"| {op} | {axes} | {fmt(g)} | {fmt(h)} | {ratio} | {busy} |")
+    eb = {"olmoe-1b-7b": 12582912, "deepseek-v2-lite": 17301504}.get(d.get("model"), 0)
+    h = tval(T.get("h2d_pinned"), bytes=eb)
+    raw = {r["bytes"]: r for r in B0.get("h2d_pinned", [])}
+    if h and eb:
+        gb = eb / h / 1e6
+        line = f"  h2d_pinned through the live copy thread, one expert ({eb:,} B): {gb:.2f} GB/s"
+        if B0.get("h2d_peak_gbps"):
+            line += f" = {gb / B0['h2d_peak_gbps'] * 100:.1f}% of the pinned peak (issue 13 goal: >= 90%)"
+        if eb in raw:
+            line += f", {gb / raw[eb]['b2b_gbps'] * 100:.1f}% of raw back-to-back copies of that size"
+        p()
+        p(line)
     absent = [op for op in ("embedding", "dense_ffn", "lm_head", "sampling") if op not in T]
     if absent:
         p()

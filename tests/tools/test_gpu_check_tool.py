@@ -35,6 +35,14 @@ def test_helpers_compile(name):
     compile(_heredoc(name), name, "exec")
 
 
+def _summarize(w: Path, out: Path) -> str:
+    (w / "summarize.py").write_text(_heredoc("summarize.py"), encoding="utf-8")
+    cmd = [sys.executable, str(w / "summarize.py"), str(w), str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return (out / "summary.md").read_text(encoding="utf-8")
+
+
 def _table(axes, grid, ms, host):
     return {
         "axes": axes,
@@ -62,6 +70,17 @@ def test_summary_states_the_numbers_to_commit(tmp_path):
         "pcie_link": {"gen_max": 5, "width_max": 16, "gen_current": 5, "width_current": 16},
         "link_theoretical_gbps": 63.015,
         "h2d_peak_efficiency": 0.876,
+        "h2d_pinned": [
+            {
+                "bytes": 17301504,
+                "isolated_ms_median": 0.36,
+                "isolated_gbps": 48.06,
+                "b2b_ms": 0.33272,
+                "b2b_gbps": 52.0,
+                "b2b_pct_of_peak": 82.5,
+                "host_enqueue_us": 9.0,
+            }
+        ],
     }
     (w / "bench.json").write_text(json.dumps(bench), encoding="utf-8")
     tok = {"tokens": [1.0, 8.0]}
@@ -72,6 +91,7 @@ def test_summary_states_the_numbers_to_commit(tmp_path):
         "expert_ffn": _table(["tokens"], tok, [0.03, 0.04], [0.011, 0.012]),
         "lm_head": _table(["tokens"], tok, [0.25, 0.26], [0.019, 0.02]),
         "sampling": _table(["batch"], {"batch": [1.0]}, [0.07], [0.09]),
+        "h2d_pinned": _table(["bytes"], {"bytes": [17301504.0]}, [0.34602], [0.02]),
     }
     prof = {"device": "cuda: NVIDIA H200", "model": "deepseek-v2-lite", "tables": tables}
     (w / "profile-dsv2.yaml").write_text(yaml.safe_dump(prof), encoding="utf-8")
@@ -87,11 +107,7 @@ def test_summary_states_the_numbers_to_commit(tmp_path):
                 "decisions_identical": True,
             }
         )
-    (w / "summarize.py").write_text(_heredoc("summarize.py"), encoding="utf-8")
-    subprocess.run(
-        [sys.executable, str(w / "summarize.py"), str(w), str(out)], check=True, capture_output=True
-    )
-    md = (out / "summary.md").read_text(encoding="utf-8")
+    md = _summarize(w, out)
     lines = md.splitlines()
     assert lines[0] == "# moesim gpu_check summary" and lines[2] == "## Numbers to commit"
     assert "median **55.2 GB/s**" in md and "efficiency **0.876**" in md
@@ -101,6 +117,9 @@ def test_summary_states_the_numbers_to_commit(tmp_path):
     assert "| expert_ffn | {'tokens': 8} | 0.0400 | 0.0120 | 0.30 | True |" in md
     assert "| lm_head | {'tokens': 1} | 0.2500 | 0.0190 | 0.08 | True |" in md
     assert "| sampling | {'batch': 1} | 0.0700 | 0.0900 | 1.29 | True |" in md
+    # 17301504 B / 0.34602 ms = 50.0 GB/s: 90.6% of the 55.2 GB/s peak, 96.2% of 52.0 GB/s raw
+    assert "one expert (17,301,504 B): 50.00 GB/s = 90.6% of the pinned peak" in md
+    assert "96.2% of raw back-to-back copies of that size" in md
     assert "whole-token ops absent: ['embedding', 'dense_ffn']" in md
     assert "| cal-dsv2-c48 | none | 9.500 | -2.5 |" in md
     assert (w / "all_calibration.csv").exists()
@@ -120,9 +139,5 @@ def test_summary_refuses_to_file_a_non_gen5_link(tmp_path):
         "h2d_peak_efficiency": 0.7935,
     }
     (w / "bench.json").write_text(json.dumps(bench), encoding="utf-8")
-    (w / "summarize.py").write_text(_heredoc("summarize.py"), encoding="utf-8")
-    subprocess.run(
-        [sys.executable, str(w / "summarize.py"), str(w), str(out)], check=True, capture_output=True
-    )
-    md = (out / "summary.md").read_text(encoding="utf-8")
+    md = _summarize(w, out)
     assert "do not file it under MEASUREMENTS[5]" in md and "samples_gbps=" not in md
