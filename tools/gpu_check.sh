@@ -32,7 +32,8 @@
 #   CAL_REPEATS=2  CAL_LAYERS=4  CAL_SEQS=2  PROF_REPEATS=15  CAL_CAP_S=75 (per calibrate slice)
 #   MIN_RUN=20 (a step with less time left than this is skipped, not started)
 #   QUICK=1 (CPU smoke test): small grids, and the calibrations replay short synthetic traces of the
-#   models' shapes (1 sequence x QUICK_TOKENS=12 decode tokens, prompt 64) so a loaded CPU finishes
+#   models' shapes (1 sequence x QUICK_TOKENS=12 decode tokens, prompt 64) so a loaded CPU finishes;
+#   its defaults are BUDGET_S=600 CAL_CAP_S=140 (the first two or three slices run)
 # At most 8 files are written directly under $OUT (the device tool returns <= 8 files).
 set -uo pipefail
 
@@ -48,6 +49,9 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")   # work dir; packed into $OUT
 mkdir -p "$W/logs"
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
+if [[ "$QUICK" == 1 ]]; then  # a CPU smoke test: real-shaped bf16 kernels on a (loaded) CPU are slow
+  BUDGET_S=${BUDGET_S:-600} CAL_CAP_S=${CAL_CAP_S:-140}
+fi
 BUDGET_S=${BUDGET_S:-450}
 INSTALL=${INSTALL:-1}
 WHEELS=${WHEELS:-$REPO/.whl}
@@ -416,12 +420,17 @@ def gil_probe():
 
     old = sys.getswitchinterval()
     sys.setswitchinterval(5e-5)
-    w = CopyWorker(issue, clock, lambda tr: tr.end_evt.synchronize(), name="gilprobe")
+    # the blocking lane (complete waits on the end event) and the pipelined one the live executor
+    # uses on CUDA (arrived polls the end event; ExpertStore.copy_arrived)
+    workers = {
+        "": CopyWorker(issue, clock, lambda tr: tr.end_evt.synchronize(), name="gilprobe"),
+        "pipelined_": CopyWorker(issue, clock, None, name="gilprobe-pipe", arrived=lambda tr: tr.end_evt.query()),
+    }
     tiny = torch.zeros(16, device=dev)
     out = {}
     try:
         key = 0
-        for mode in ("idle", "busy_torch_ops", "busy_python"):
+        for (prefix, w), mode in [(x, m) for x in workers.items() for m in ("idle", "busy_torch_ops", "busy_python")]:
             lat = []
             for _ in range(25):
                 time.sleep(3e-4)
@@ -439,10 +448,11 @@ def gil_probe():
                             sum(range(200))
                 w.wait(tr)
                 lat.append((issued_at[key] - t0) * 1e3)
-            out[mode + "_issue_us_median"] = round(med(lat), 1)
-            out[mode + "_issue_us_max"] = round(max(lat), 1)
+            out[prefix + mode + "_issue_us_median"] = round(med(lat), 1)
+            out[prefix + mode + "_issue_us_max"] = round(max(lat), 1)
     finally:
-        w.close()
+        for w in workers.values():
+            w.close()
         sys.setswitchinterval(old)
     return out
 
