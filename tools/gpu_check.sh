@@ -637,6 +637,11 @@ def at(tab, vals, **axes):
     return vals
 
 
+def snap(tab, **axes):
+    """The grid point ``at`` reads for ``axes`` (the nearest one per axis)."""
+    return {ax: int(min(tab["grid"][ax], key=lambda g: abs(g - axes.get(ax, tab["grid"][ax][0])))) for ax in tab["axes"]}
+
+
 def tval(tab, **axes):
     """GPU (CPU: the only) time of a profile table at a grid point."""
     return at(tab, tab and tab["ms"], **axes)
@@ -705,7 +710,7 @@ for prof in sorted(glob.glob(os.path.join(W, "profile-*.yaml"))):
         g, h = tval(tab, **axes), hval(tab, **axes)
         ratio = f"{h / g:.2f}" if g and h is not None else ""
         busy = tab.get("provenance", {}).get("gpu_queue_busy", "")
-        p(f"| {op} | {axes} | {fmt(g)} | {fmt(h)} | {ratio} | {busy} |")
+        p(f"| {op} | {snap(tab, **axes)} | {fmt(g)} | {fmt(h)} | {ratio} | {busy} |")
     eb = {"olmoe-1b-7b": 12582912, "deepseek-v2-lite": 17301504}.get(d.get("model"), 0)
     h = tval(T.get("h2d_pinned"), bytes=eb)
     raw = {r["bytes"]: r for r in B0.get("h2d_pinned", [])}
