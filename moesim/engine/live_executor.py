@@ -47,6 +47,7 @@ from moesim.engine.live.device import (
 )
 from moesim.engine.live.experts import ExpertStore
 from moesim.engine.live.kernels import ModelKernels, expert_numel, swiglu
+from moesim.engine.live.warmup import PromptShapes
 from moesim.engine.protocol import StepPhases, layer_steps
 from moesim.engine.steps import TokenTally, append_token_row, prefetched_hit, step_shape
 from moesim.errors import fail
@@ -182,12 +183,15 @@ class LiveExecutor(StepPhases):
         progress: Callable[[int], None] | None = None,
         copy_engines: int = 1,
         max_prompt: int = 0,
+        prompt_shapes: PromptShapes | None = None,
     ):
         self.model = model
         self.prompt_tokens = prompt_tokens
         self.max_batch = max(1, max_batch)
         self.max_context = max(1, max_context, max_prompt)
         self.max_prompt = max_prompt  # most prompt tokens in one group's prompt pass (0: no prefill)
+        # the prompt passes' shapes to warm (moesim.engine.live.warmup); default: the longest only
+        self.prompt_shapes = prompt_shapes or PromptShapes((max_prompt,) if max_prompt else ())
         self.options = options or LiveOptions()
         self.progress = progress
         self.lanes = max(1, copy_engines)
@@ -230,7 +234,9 @@ class LiveExecutor(StepPhases):
 
     def _warm_up(self, L: int) -> None:
         """Run every kernel shape once so first-call costs (allocator growth, kernel selection) are
-        not charged to the first token."""
+        not charged to the first token: each decode batch size, and each prompt pass's token count
+        (``prompt_shapes``: the longest through every layer, the others through one, as a shape's
+        first-call cost does not depend on the layer) and each routed expert's prompt token count."""
         K = self.kernels
         for b in range(1, self.max_batch + 1):
             h = K.hidden(0, b)
@@ -240,10 +246,16 @@ class LiveExecutor(StepPhases):
                 xg = K.gate(layer, h + a)
                 K.shared(layer, xg)
                 K.expert(self.store.slots[0], xg)
-        if self.max_prompt:
-            h = K.prompt_hidden(self.max_prompt)
-            for layer in range(L):
-                K.prefill_attention(layer, K.norm(layer, h))
+        shapes = self.prompt_shapes
+        for i, P in enumerate(shapes.lengths):
+            h = K.prompt_hidden(P)
+            for layer in range(L if i == 0 else 1):
+                xg = K.gate(layer, h + K.prefill_attention(layer, K.norm(layer, h)))
+                K.shared(layer, xg)
+        if shapes.expert_tokens:
+            xg = K.prompt_hidden(shapes.expert_tokens[0])
+            for n in shapes.expert_tokens:
+                K.expert(self.store.slots[0], xg[:n])
         if self.dev.is_cuda:
             torch.cuda.synchronize(self.dev.torch_device)
 

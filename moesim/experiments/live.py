@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moesim.engine.live.warmup import prompt_shapes
 from moesim.engine.live_executor import LiveExecutor, LiveOptions, check_live_model
 from moesim.errors import fail
 from moesim.experiments.pipeline import summarise
@@ -96,6 +97,7 @@ def run_live(
         progress,
         copy_engines=p.scenario.hardware.copy_engines,
         max_prompt=max_prompt(p),
+        prompt_shapes=prompt_shapes(p.trace, p.scenario.batch) if max_prompt(p) else None,
     )
     stats = ex.run(core, p.groups())
     wall_live = time.perf_counter() - wall0
