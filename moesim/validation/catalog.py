@@ -34,6 +34,10 @@ class PublishedSource:
     where: str
     setup: str
     code: str = ""
+    # The runtime preset (``runtime.preset``) of the framework the source measured with: one per
+    # source, never per row (docs/validation.md, "Presets").
+    runtime_preset: str = ""
+    mapping_notes: str = ""  # how the setup was checked and mapped, and what could not be
     read_via: str = ""
     not_stated_in_what_was_read: str = ""
 
@@ -134,7 +138,12 @@ def _case(raw: Any, where: str, sources: dict[str, PublishedSource], file: str) 
 
 
 def parse_catalog(text: str, file: str) -> tuple[dict[str, PublishedSource], list[PublishedCase]]:
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # a malformed catalog file: one line naming it
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise MoesimInputError(f"{file}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise MoesimInputError(f"{file}: not a published-measurement catalog (format: {FORMAT})")
     sources = {

@@ -1,0 +1,367 @@
+"""``moesim validate published``: simulate every mapped catalog case and compare with what was published.
+
+Steps: select cases (``--subset``, ``--cases``) -> import the real routing trace of each case's model
+from the shared folder once -> map each case to scenario values (``mapping.py``) -> simulate
+(out-of-the-box: roofline + the source's runtime preset) -> fit one per-token overhead per platform,
+leave-one-out over the platform's other rows (``errors.py``) -> the calibrated column -> summary.
+
+The simulator is a parameter (``Simulator``: scenario values -> mean TPOT in ms) so the arithmetic is
+tested with a fake one; the default runs the one run pipeline (``experiments.pipeline``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import fail
+from moesim.validation.catalog import PublishedCase, PublishedSource, load_catalog
+from moesim.validation.errors import (
+    Row,
+    abs_stats,
+    err_pct,
+    leave_one_out,
+    platform_overheads,
+    secant_overhead,
+)
+from moesim.validation.mapping import MappedScenario, map_case, schema_keys
+
+FORMAT = "moesim-validation-published"
+# Scenario values -> mean TPOT (ms) of the simulated decode.
+Simulator = Callable[[dict[str, Any]], float]
+# A few cases over three platforms, each with a same-platform partner for the leave-one-out fit.
+CI_CASES = (
+    "mixtral-offloading/t2/full/2bit/3060",
+    "mixtral-offloading/t2/full/3bit/3060",
+    "mixtral-offloading/t2/no-prefetch/2bit/t4",
+    "mixtral-offloading/t2/no-cache/2bit/t4",
+)
+CI_MAX_SEQUENCES = 1
+# The real routing traces per catalog model, under the shared folder: (folder, files, importer).
+TRACES = {
+    "mixtral-8x7b": (
+        "external-traces/Mario928__speculative-moe",
+        ("humaneval_2_routing.jsonl", "gsm8k_2_routing.jsonl"),
+        "mixtral-jsonl",
+    ),
+}
+# Where a fitted per-token overhead goes when the schema has the key (preferred first): a per-layer
+# overhead sits inside the layers, where it can hide copies, as a runtime's framework time does.
+OVERHEAD_KEYS = ("runtime.layer_overhead_us", "runtime.token_overhead_us")
+CALIBRATION_METHOD = (
+    "one per-token overhead per platform (GPU), fitted leave-one-out: each case's overhead is fitted "
+    "on the other mapped cases of its platform in this run, never on its own row. Where the scenario "
+    "schema has runtime.layer_overhead_us (else runtime.token_overhead_us) the overhead is simulated "
+    "(spread evenly over the layers) and fitted by one secant step so the fit rows' mean simulated "
+    "TPOT meets their mean published TPOT; otherwise it is the mean (published - simulated) of the "
+    "fit rows, added to the simulated TPOT"
+)
+
+
+@dataclass
+class Options:
+    subset: str = "all"  # all | ci
+    case_ids: list[str] = field(default_factory=list)  # only these (after the subset)
+    shared: Path | None = None  # the shared folder (default: ../shared of the working directory)
+    trace: Path | None = None  # a .moetrace to use instead of the shared one (one model only)
+    max_sequences: int | None = None  # replay only the first N sequences (ci: CI_MAX_SEQUENCES)
+    command: str = ""  # as typed, for the provenance
+
+
+def default_shared() -> Path:
+    env = os.environ.get("MOESIM_SHARED")
+    return Path(env) if env else Path.cwd().parent / "shared"
+
+
+def select(cases: Sequence[PublishedCase], opts: Options) -> list[PublishedCase]:
+    if opts.subset not in ("all", "ci"):
+        fail(f"--subset {opts.subset!r}: choose all or ci")
+    chosen = [c for c in cases if c.mapped and (opts.subset == "all" or c.id in CI_CASES)]
+    if opts.case_ids:  # exactly these cases, whatever the subset
+        known = {c.id: c for c in cases}
+        for cid in opts.case_ids:
+            if cid not in known:
+                fail(f"--cases {cid!r}: no such catalog case (the ids are in docs/validation.md)")
+            if not known[cid].mapped:
+                fail(f"--cases {cid!r}: not mapped ({known[cid].unmapped_reason})")
+        chosen = [known[cid] for cid in dict.fromkeys(opts.case_ids)]
+    if not chosen:
+        fail("no mapped catalog case selected; check --subset and --cases")
+    return chosen
+
+
+def trace_sources(model: str, opts: Options) -> list[Path]:
+    """The files of ``model``'s real trace; one line naming the fix when they are absent."""
+    if model not in TRACES:
+        fail(f"catalog model {model!r}: no real routing trace is known for it; give --trace PATH")
+    folder, files, _ = TRACES[model]
+    root = (opts.shared or default_shared()) / folder
+    paths = [root / f for f in files]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        fail(
+            f"{missing[0]}: the real {model} routing trace is not there; pass --shared DIR (the folder "
+            "holding external-traces/) or --trace PATH (a .moetrace of that model)"
+        )
+    return paths
+
+
+def _sha256(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        if p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.is_file():
+                    h.update(q.read_bytes())
+        else:
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def prepare_traces(models: set[str], opts: Options, tmp: Path) -> dict[str, dict[str, Any]]:
+    """model -> {path, sources, sha256}: the shared trace imported into ``tmp`` (or ``--trace``)."""
+    from moesim.traces.importers import import_trace
+    from moesim.traces.native import save_trace
+
+    out: dict[str, dict[str, Any]] = {}
+    for model in sorted(models):
+        if opts.trace is not None:
+            if len(models) > 1:
+                fail("--trace: the selected cases use more than one model; select one model's cases")
+            if not opts.trace.exists():
+                fail(f"--trace {opts.trace}: no such trace; give a .moetrace folder")
+            out[model] = {
+                "path": str(opts.trace),
+                "sources": [str(opts.trace)],
+                "sha256": _sha256([opts.trace]),
+            }
+            continue
+        paths = trace_sources(model, opts)
+        trace = import_trace(TRACES[model][2], paths)
+        dest = tmp / f"{model}.moetrace"
+        save_trace(trace, dest, validate=False)  # import_trace validated it
+        out[model] = {
+            "path": str(dest),
+            "sources": [f"{TRACES[model][0]}/{p.name}" for p in paths],
+            "sha256": _sha256(paths),
+        }
+    return out
+
+
+def pipeline_simulator() -> Simulator:
+    """The real simulator: the scenario values through the one run pipeline; mean TPOT (ms)."""
+    from moesim.experiments.cache import RunCache
+    from moesim.experiments.pipeline import run_scenario
+    from moesim.experiments.scenario import load_scenario
+
+    cache = RunCache()
+
+    def simulate(values: dict[str, Any]) -> float:
+        sc = load_scenario(None, values=values)
+        result = run_scenario(sc, cache)
+        return float(result.summary["latency"]["tpot_ms"]["mean"])
+
+    return simulate
+
+
+def _git_commit() -> str:
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def provenance(opts: Options, traces: dict[str, dict[str, Any]], known: frozenset[str]) -> dict[str, Any]:
+    from moesim import __version__
+
+    return {
+        "command": opts.command,
+        "moesim_version": __version__,
+        "commit": _git_commit(),
+        "machine": f"{platform.node()} ({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs)",
+        "python": platform.python_version(),
+        "traces": {m: {"sources": t["sources"], "sha256": t["sha256"]} for m, t in traces.items()},
+        "fidelity_keys_in_schema": sorted(
+            k for k in known if k.startswith("runtime.") or k in _FIDELITY_KEYS
+        ),
+    }
+
+
+_FIDELITY_KEYS = {
+    "model.expert_dtype",
+    "model.dense_dtype",
+    "hardware.pcie_gen",
+    "hardware.pcie_lanes",
+    "hardware.host_memory",
+    "hardware.memory_gb",
+    "miss.writeback",
+}
+
+
+def overhead_key(known: frozenset[str]) -> str | None:
+    return next((k for k in OVERHEAD_KEYS if k in known), None)
+
+
+def with_overhead(values: dict[str, Any], key: str, overhead_ms: float) -> dict[str, Any]:
+    """``values`` with a per-token overhead of ``overhead_ms`` under ``key`` (per layer: spread over
+    the model's layers)."""
+    us = overhead_ms * 1000.0
+    if key == "runtime.layer_overhead_us":
+        from moesim.models import get_model
+
+        us /= get_model(str(values["model.name"])).num_layers
+    return {**values, key: round(us, 3)}
+
+
+@dataclass
+class CaseRun:
+    case: PublishedCase
+    mapped: MappedScenario
+    simulated_ms: float
+
+
+def _case_record(r: CaseRun, loo: float | None, calibrated_ms: float | None, how: str) -> dict[str, Any]:
+    c, pub = r.case, r.case.published.tpot_ms
+    return {
+        "id": c.id,
+        "source": c.source,
+        "table": c.table,
+        "row": c.row,
+        "column": c.column,
+        "platform": c.setup.gpu,
+        "expert_bits": c.setup.expert_bits,
+        "published": {"value": c.published.value, "unit": c.published.unit, "tpot_ms": round(pub, 4)},
+        "preset": r.mapped.preset,
+        "out_of_the_box": {
+            "tpot_ms": round(r.simulated_ms, 4),
+            "err_pct": round(err_pct(r.simulated_ms, pub), 4),
+        },
+        "calibrated": {
+            "token_overhead_ms": loo,
+            "how": how,
+            "tpot_ms": None if calibrated_ms is None else round(calibrated_ms, 4),
+            "err_pct": None if calibrated_ms is None else round(err_pct(calibrated_ms, pub), 4),
+        },
+        "scenario": r.mapped.values,
+        "fallbacks": r.mapped.fallbacks,
+        "dropped_keys": sorted(r.mapped.dropped),
+    }
+
+
+def _calibrate(runs: list[CaseRun], simulate: Simulator, known: frozenset[str]) -> list[dict[str, Any]]:
+    rows = {
+        r.case.id: Row(r.case.id, r.case.setup.gpu, r.case.published.tpot_ms, r.simulated_ms) for r in runs
+    }
+    by_id = {r.case.id: r for r in runs}
+    key = overhead_key(known)
+    memo: dict[tuple[str, float], float] = {}
+
+    def simulate_at(row: Row, ms: float) -> float:
+        assert key is not None
+        k = (row.case_id, round(ms, 6))
+        if k not in memo:
+            memo[k] = simulate(with_overhead(by_id[row.case_id].mapped.values, key, ms))
+        return memo[k]
+
+    records = []
+    loo = leave_one_out(list(rows.values()))
+    for r in runs:
+        others = [o for o in rows.values() if o.platform == r.case.setup.gpu and o.case_id != r.case.id]
+        if not others:
+            records.append(_case_record(r, None, None, "no other row of this platform selected"))
+            continue
+        if key is None:
+            ms = loo[r.case.id]
+            assert ms is not None
+            how = (
+                "the fit rows' mean gap, added to the simulated TPOT (no runtime overhead key in this build)"
+            )
+            records.append(_case_record(r, round(ms, 6), r.simulated_ms + ms, how))
+            continue
+        ms = secant_overhead(others, simulate_at)
+        if ms < 0:
+            how = f"negative fit: added to the simulated TPOT ({key} takes no negative value)"
+            records.append(_case_record(r, round(ms, 6), r.simulated_ms + ms, how))
+        else:
+            records.append(
+                _case_record(r, round(ms, 6), simulate_at(rows[r.case.id], ms), f"simulated with {key}")
+            )
+    return records
+
+
+def validate_published(
+    opts: Options,
+    simulate: Simulator | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    catalog: tuple[dict[str, PublishedSource], list[PublishedCase]] | None = None,
+) -> dict[str, Any]:
+    """The summary document of the selected cases (see docs/validation.md for its fields)."""
+    sources, cases = catalog if catalog is not None else load_catalog()
+    chosen = select(cases, opts)
+    known = schema_keys()
+    simulate = simulate or pipeline_simulator()
+    max_seq = (
+        opts.max_sequences
+        if opts.max_sequences is not None
+        else (CI_MAX_SEQUENCES if opts.subset == "ci" else None)
+    )
+    with tempfile.TemporaryDirectory(prefix="moesim-validate-") as tmp:
+        traces = prepare_traces({str(c.scenario.get("model.name")) for c in chosen}, opts, Path(tmp))
+        runs = []
+        for i, c in enumerate(chosen):
+            if progress:
+                progress(i, len(chosen), c.id)
+            t = traces[str(c.scenario.get("model.name"))]
+            mapped = map_case(c, sources[c.source], known, t["path"])
+            if max_seq is not None:
+                mapped.values["trace.max_sequences"] = max_seq
+            runs.append(CaseRun(c, mapped, simulate(mapped.values)))
+        records = _calibrate(runs, simulate, known)
+    if progress:
+        progress(len(chosen), len(chosen), "done")
+    return _summary(opts, records, runs, cases, known, traces, max_seq)
+
+
+def _summary(opts, records, runs, cases, known, traces, max_seq) -> dict[str, Any]:
+    oob = abs_stats([r["out_of_the_box"]["err_pct"] for r in records])
+    cal = abs_stats([r["calibrated"]["err_pct"] for r in records])
+    rows = [Row(r.case.id, r.case.setup.gpu, r.case.published.tpot_ms, r.simulated_ms) for r in runs]
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "subset": opts.subset,
+        "max_sequences": max_seq,
+        "median_abs_err_pct": {
+            "out_of_the_box": oob["median_abs_err_pct"],
+            "calibrated": cal["median_abs_err_pct"],
+        },
+        "p90_abs_err_pct": {"out_of_the_box": oob["p90_abs_err_pct"], "calibrated": cal["p90_abs_err_pct"]},
+        "max_abs_err_pct": {"out_of_the_box": oob["max_abs_err_pct"], "calibrated": cal["max_abs_err_pct"]},
+        "n_cases": {"out_of_the_box": oob["n"], "calibrated": cal["n"]},
+        "calibration": {
+            "method": CALIBRATION_METHOD,
+            "fit_on_all_rows_per_platform": platform_overheads(rows),
+        },
+        "cases": records,
+        "unmapped": [{"id": c.id, "reason": c.unmapped_reason} for c in cases if not c.mapped],
+        "provenance": provenance(opts, traces, known),
+    }
