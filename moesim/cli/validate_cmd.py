@@ -65,6 +65,19 @@ def _progress(quiet: bool):
     return show
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command as it would be typed (for the provenance)."""
+    words = ["moesim", "validate", "published", "--out", str(args.out)]
+    if args.subset != "all":
+        words += ["--subset", args.subset]
+    for flag, value in (("--cases", args.cases), ("--shared", args.shared), ("--trace", args.trace)):
+        if value:
+            words += [flag, str(value)]
+    if args.max_sequences is not None:
+        words += ["--max-sequences", str(args.max_sequences)]
+    return shlex.join(words)
+
+
 def run(args: argparse.Namespace) -> int:
     from moesim.errors import fail
     from moesim.outputs import claim_output
@@ -81,9 +94,7 @@ def run(args: argparse.Namespace) -> int:
         shared=args.shared,
         trace=args.trace,
         max_sequences=args.max_sequences,
-        command="moesim " + shlex.join(sys.argv[1:])
-        if sys.argv[1:2] == ["validate"]
-        else "moesim validate published",
+        command=_command(args),
     )
     summary = validate_published(opts, progress=_progress(args.quiet))
     claim.write_dir(lambda d: write_result(summary, d))

@@ -54,6 +54,7 @@ TRACES = {
 }
 # Where a fitted per-token overhead goes when the schema has the key (preferred first): a per-layer
 # overhead sits inside the layers, where it can hide copies, as a runtime's framework time does.
+TRACE_PLACEHOLDER = "<the model's real trace: provenance.traces>"
 OVERHEAD_KEYS = ("runtime.layer_overhead_us", "runtime.token_overhead_us")
 CALIBRATION_METHOD = (
     "one per-token overhead per platform (GPU), fitted leave-one-out: each case's overhead is fitted "
@@ -76,8 +77,13 @@ class Options:
 
 
 def default_shared() -> Path:
+    """``$MOESIM_SHARED``, else ``../shared`` of the working directory, else of the source checkout."""
     env = os.environ.get("MOESIM_SHARED")
-    return Path(env) if env else Path.cwd().parent / "shared"
+    if env:
+        return Path(env)
+    here = Path.cwd().parent / "shared"
+    checkout = Path(__file__).resolve().parents[3] / "shared"
+    return here if here.is_dir() or not checkout.is_dir() else checkout
 
 
 def select(cases: Sequence[PublishedCase], opts: Options) -> list[PublishedCase]:
@@ -261,7 +267,8 @@ def _case_record(r: CaseRun, loo: float | None, calibrated_ms: float | None, how
             "tpot_ms": None if calibrated_ms is None else round(calibrated_ms, 4),
             "err_pct": None if calibrated_ms is None else round(err_pct(calibrated_ms, pub), 4),
         },
-        "scenario": r.mapped.values,
+        # the imported trace lives in a temporary folder: name what it is, not where it was
+        "scenario": {**r.mapped.values, "trace.path": TRACE_PLACEHOLDER},
         "fallbacks": r.mapped.fallbacks,
         "dropped_keys": sorted(r.mapped.dropped),
     }

@@ -50,7 +50,11 @@ def test_table2_cells(catalog) -> None:
     assert "Colab" in c["mixtral-offloading/t2/full/2bit/t4"].setup.host
     assert c["mixtral-offloading/t2/full/2bit/3060"].setup.pcie_gen == 3
     nc = c["mixtral-offloading/t2/no-cache/2bit/a100"]
-    assert nc.scenario["cache.capacity"] == 1 and nc.scenario["cache.bypass"] and nc.scenario["predictor.name"] == "none"
+    assert (
+        nc.scenario["cache.capacity"] == 1
+        and nc.scenario["cache.bypass"]
+        and nc.scenario["predictor.name"] == "none"
+    )
     assert c["mixtral-offloading/t2/full/2bit/a100"].scenario["predictor.name"] == "noisy-oracle"
 
 
