@@ -13,7 +13,10 @@ Fallbacks (only for keys the schema lacks):
 - ``model.expert_dtype`` -> the link bandwidth is multiplied by bf16 bytes / quantised bytes per
   expert (``precision.expert_bytes``), so a copy takes the quantised expert's time; the expert's
   compute stays the bf16 roofline (no dequantisation cost).
-- ``model.dense_dtype``, ``miss.writeback``, ``runtime.*``, ``hardware.memory_gb``: dropped (noted).
+- ``miss.writeback: true`` -> the link bandwidth is halved: every copy into the cache is paired with
+  a device-to-host copy of the same size on the same stream (what the source's code does for every
+  load, demand or prefetch; docs/validation.md). Streamed (bypass) copies are halved too.
+- ``model.dense_dtype``, ``runtime.*``, ``hardware.memory_gb``: dropped (noted).
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def map_case(
     for key, value in wanted.items():
         if key in known:
             out.values[key] = value
-        elif key not in LINK_KEYS and key != "model.expert_dtype":
+        elif key not in LINK_KEYS and key not in ("model.expert_dtype", "miss.writeback"):
             out.dropped.append(key)
     out.preset = out.values.get("runtime.preset")
     _link_fallbacks(wanted, known, out)
@@ -96,15 +99,18 @@ def _link_fallbacks(wanted: dict[str, Any], known: frozenset[str], out: MappedSc
     link_missing = [k for k in LINK_KEYS if k in wanted and k not in known]
     dtype = wanted.get("model.expert_dtype")
     dtype_missing = dtype is not None and "model.expert_dtype" not in known
-    if not link_missing and not dtype_missing:
-        return
-    if "hardware.h2d_gbps" in wanted or "hardware.h2d_gbps" not in known:
-        out.dropped.extend(link_missing + (["model.expert_dtype"] if dtype_missing else []))
+    wb_missing = wanted.get("miss.writeback") is True and "miss.writeback" not in known
+    missing = (
+        link_missing
+        + (["model.expert_dtype"] if dtype_missing else [])
+        + (["miss.writeback"] if wb_missing else [])
+    )
+    if not missing:
         return
     profile = str(wanted.get("hardware.profile", ""))
     device = profile.split(":", 1)[1] if profile.startswith("estimated:") else None
-    if device is None:
-        out.dropped.extend(link_missing + (["model.expert_dtype"] if dtype_missing else []))
+    if "hardware.h2d_gbps" in wanted or "hardware.h2d_gbps" not in known or device is None:
+        out.dropped.extend(missing)
         return
     gbps = _link_gbps(wanted, device)
     note = f"hardware.h2d_gbps={gbps:.4g} from {', '.join(link_missing) or 'the device link'}"
@@ -112,5 +118,10 @@ def _link_fallbacks(wanted: dict[str, Any], known: frozenset[str], out: MappedSc
         factor = _quant_factor(str(wanted.get("model.name")), str(dtype))
         gbps *= factor
         note += f", x{factor:.4g} for model.expert_dtype={dtype} (copy bytes; compute stays bf16)"
+    if wb_missing:
+        gbps /= 2.0
+        note += (
+            ", /2 for miss.writeback (each copy paired with a same-size device-to-host copy on its stream)"
+        )
     out.values["hardware.h2d_gbps"] = round(gbps, 6)
     out.fallbacks.append(note)

@@ -34,8 +34,24 @@ from moesim.validation.errors import (
 from moesim.validation.mapping import MappedScenario, map_case, schema_keys
 
 FORMAT = "moesim-validation-published"
-# Scenario values -> mean TPOT (ms) of the simulated decode.
-Simulator = Callable[[dict[str, Any]], float]
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """What a simulator reports of one case: mean TPOT (ms) and, if it knows, misses per token."""
+
+    tpot_ms: float
+    misses_per_token: float | None = None
+
+
+# Scenario values -> the simulated decode (a bare float is a mean TPOT in ms).
+Simulator = Callable[[dict[str, Any]], "float | Simulated"]
+
+
+def _simulated(x: float | Simulated) -> Simulated:
+    return x if isinstance(x, Simulated) else Simulated(float(x))
+
+
 # A few cases over three platforms, each with a same-platform partner for the leave-one-out fit.
 CI_CASES = (
     "mixtral-offloading/t2/full/2bit/3060",
@@ -169,10 +185,11 @@ def pipeline_simulator() -> Simulator:
 
     cache = RunCache()
 
-    def simulate(values: dict[str, Any]) -> float:
+    def simulate(values: dict[str, Any]) -> Simulated:
         sc = load_scenario(None, values=values)
-        result = run_scenario(sc, cache)
-        return float(result.summary["latency"]["tpot_ms"]["mean"])
+        s = run_scenario(sc, cache).summary
+        counts = s["counts"]
+        return Simulated(float(s["latency"]["tpot_ms"]["mean"]), counts["misses"] / max(1, counts["tokens"]))
 
     return simulate
 
@@ -243,6 +260,7 @@ class CaseRun:
     case: PublishedCase
     mapped: MappedScenario
     simulated_ms: float
+    misses_per_token: float | None = None
 
 
 def _case_record(r: CaseRun, loo: float | None, calibrated_ms: float | None, how: str) -> dict[str, Any]:
@@ -268,6 +286,7 @@ def _case_record(r: CaseRun, loo: float | None, calibrated_ms: float | None, how
             "err_pct": None if calibrated_ms is None else round(err_pct(calibrated_ms, pub), 4),
         },
         # the imported trace lives in a temporary folder: name what it is, not where it was
+        "misses_per_token": None if r.misses_per_token is None else round(r.misses_per_token, 4),
         "scenario": {**r.mapped.values, "trace.path": TRACE_PLACEHOLDER},
         "fallbacks": r.mapped.fallbacks,
         "dropped_keys": sorted(r.mapped.dropped),
@@ -286,7 +305,7 @@ def _calibrate(runs: list[CaseRun], simulate: Simulator, known: frozenset[str]) 
         assert key is not None
         k = (row.case_id, round(ms, 6))
         if k not in memo:
-            memo[k] = simulate(with_overhead(by_id[row.case_id].mapped.values, key, ms))
+            memo[k] = _simulated(simulate(with_overhead(by_id[row.case_id].mapped.values, key, ms))).tpot_ms
         return memo[k]
 
     records = []
@@ -341,11 +360,47 @@ def validate_published(
             mapped = map_case(c, sources[c.source], known, t["path"])
             if max_seq is not None:
                 mapped.values["trace.max_sequences"] = max_seq
-            runs.append(CaseRun(c, mapped, simulate(mapped.values)))
+            sim = _simulated(simulate(mapped.values))
+            runs.append(CaseRun(c, mapped, sim.tpot_ms, sim.misses_per_token))
         records = _calibrate(runs, simulate, known)
     if progress:
         progress(len(chosen), len(chosen), "done")
     return _summary(opts, records, runs, cases, known, traces, max_seq)
+
+
+def copy_time_check(runs: list[CaseRun]) -> list[dict[str, Any]]:
+    """An independent check of the copy path: for two cases on one platform and expert width that
+    differ only in how many experts they miss (no prefetch in either), the published TPOT gap over
+    the gap in simulated misses per token is the time one miss costs the real system; the same for
+    the simulated TPOT gives moesim's. Their ratio says how far moesim's copy cost is off."""
+    out = []
+    plain = [
+        r for r in runs if r.case.scenario.get("predictor.name", "none") == "none" and r.misses_per_token
+    ]
+    for i, a in enumerate(plain):
+        for b in plain[i + 1 :]:
+            same = (a.case.setup.gpu, a.case.setup.expert_bits) == (
+                b.case.setup.gpu,
+                b.case.setup.expert_bits,
+            )
+            assert a.misses_per_token is not None and b.misses_per_token is not None
+            dm = a.misses_per_token - b.misses_per_token
+            if not same or abs(dm) < 1.0:
+                continue
+            pub = (a.case.published.tpot_ms - b.case.published.tpot_ms) / dm
+            sim = (a.simulated_ms - b.simulated_ms) / dm
+            out.append(
+                {
+                    "platform": a.case.setup.gpu,
+                    "expert_bits": a.case.setup.expert_bits,
+                    "cases": [a.case.id, b.case.id],
+                    "delta_misses_per_token": round(dm, 4),
+                    "published_ms_per_miss": round(pub, 4),
+                    "simulated_ms_per_miss": round(sim, 4),
+                    "ratio": round(pub / sim, 4) if sim > 0 else None,
+                }
+            )
+    return out
 
 
 def _summary(opts, records, runs, cases, known, traces, max_seq) -> dict[str, Any]:
@@ -369,6 +424,7 @@ def _summary(opts, records, runs, cases, known, traces, max_seq) -> dict[str, An
             "fit_on_all_rows_per_platform": platform_overheads(rows),
         },
         "cases": records,
+        "copy_time_check": copy_time_check(runs),
         "unmapped": [{"id": c.id, "reason": c.unmapped_reason} for c in cases if not c.mapped],
         "provenance": provenance(opts, traces, known),
     }
