@@ -44,16 +44,19 @@ class PublishedSource:
 
 @dataclass(frozen=True)
 class CaseSetup:
+    """The setup as the source states it; ``null`` (None) where the source does not say (every
+    field must still be given, so "not stated" is a decision, not an omission)."""
+
     gpu: str
     host: str
     model: str
-    attention_bits: int
-    expert_bits: int
-    cache_per_layer: int
+    attention_bits: int | None
+    expert_bits: int | None
+    cache_per_layer: int | None  # None: not a per-layer cache, or not stated
     lru_cache: bool
     speculative_prefetch: bool
-    pcie_gen: int
-    pcie_lanes: int
+    pcie_gen: int | None
+    pcie_lanes: int | None
     batch: int
 
 
@@ -89,6 +92,7 @@ _SCALARS = {
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
 }
 
 
