@@ -12,8 +12,8 @@ from moesim.reports.html import HtmlReport, pyplot
 
 COLUMNS = ("out_of_the_box", "calibrated")
 LABELS = {
-    "out_of_the_box": "out-of-the-box (roofline + preset)",
-    "calibrated": "calibrated (leave-one-out overhead)",
+    "out_of_the_box": "out-of-the-box (no fitting)",
+    "calibrated": "calibrated (leave-one-out overhead per platform)",
 }
 
 
