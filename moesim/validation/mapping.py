@@ -61,8 +61,8 @@ def _link_gbps(wanted: dict[str, Any], device_key: str) -> float:
     from moesim.hardware.pcie import link_gbps
 
     dev = get_device(device_key)
-    gen = wanted.get("hardware.pcie_gen", getattr(dev, "pcie_gen", None))
-    lanes = wanted.get("hardware.pcie_lanes", getattr(dev, "pcie_lanes", 16))
+    gen = wanted.get("hardware.pcie_gen", dev.pcie_gen)
+    lanes = wanted.get("hardware.pcie_lanes", dev.pcie_lanes)
     memory = wanted.get("hardware.host_memory", "pinned")
     return float(link_gbps(int(gen), int(lanes), memory))
 

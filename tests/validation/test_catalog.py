@@ -154,6 +154,7 @@ def test_mapping_rules_hold_for_every_table2_case(catalog) -> None:
         assert s["model.expert_dtype"] == f"hqq{c.setup.expert_bits}" and s["model.dense_dtype"] == "hqq4"
 
 
+@pytest.mark.shared
 def test_no_cache_mapping_reuses_nothing(external_traces) -> None:
     """One global slot with bypass: no expert survives to the next token (0 hits) on the real trace."""
     from moesim.experiments.pipeline import run_scenario

@@ -30,6 +30,7 @@ def _ci(out: Path, external_traces: Path, *extra: str) -> int:
     )
 
 
+@pytest.mark.shared
 def test_ci_subset_on_the_real_trace(tmp_path: Path, external_traces: Path) -> None:
     out = tmp_path / "v"
     assert _ci(out, external_traces) == 0
