@@ -91,19 +91,7 @@ def build_report(summary: dict[str, Any], out: Path) -> Path:
         figures_dir=out / "figures",
     )
     rep.heading("Headline")
-    m, p90, mx = summary["median_abs_err_pct"], summary["p90_abs_err_pct"], summary["max_abs_err_pct"]
-    head = pd.DataFrame(
-        [
-            {
-                "column": LABELS[k],
-                "median_abs_err_pct": m[k],
-                "p90_abs_err_pct": p90[k],
-                "max_abs_err_pct": mx[k],
-                "cases": summary["n_cases"][k],
-            }
-            for k in COLUMNS
-        ]
-    )
+    head = pd.DataFrame(headline_rows(summary))
     rep.table(head)
     rep.text("Calibration: " + summary["calibration"]["method"] + ".")
     fits = pd.DataFrame(
@@ -163,9 +151,36 @@ def _notes(rep: HtmlReport, summary: dict[str, Any]) -> None:
     rep.text(f"Machine: {prov['machine']}; moesim {prov['moesim_version']}; Python {prov['python']}.")
 
 
+SPLIT_LABEL = "bit-width split (fit on the narrowest width of each platform, test on the others)"
+
+
+def headline_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per column (and the bit-width split): cases, median / p90 / max |error| (%)."""
+    rows = [
+        {
+            "column": LABELS[k],
+            "cases": summary["n_cases"][k],
+            "median_abs_err_pct": summary["median_abs_err_pct"][k],
+            "p90_abs_err_pct": summary["p90_abs_err_pct"][k],
+            "max_abs_err_pct": summary["max_abs_err_pct"][k],
+        }
+        for k in COLUMNS
+    ]
+    split = summary["calibration"].get("bitwidth_split") or {}
+    if split.get("n"):
+        rows.append(
+            {
+                "column": SPLIT_LABEL,
+                "cases": split["n"],
+                **{k: split[k] for k in ("median_abs_err_pct", "p90_abs_err_pct", "max_abs_err_pct")},
+            }
+        )
+    return rows
+
+
 def readme_text(summary: dict[str, Any]) -> str:
     """A short README of the result: how it was made and the headline, as measured."""
-    prov, m = summary["provenance"], summary
+    prov = summary["provenance"]
     lines = [
         "# moesim against published measurements",
         "",
@@ -181,10 +196,10 @@ def readme_text(summary: dict[str, Any]) -> str:
         "| column | cases | median abs err % | p90 abs err % | max abs err % |",
         "|---|---|---|---|---|",
     ]
-    for k in COLUMNS:
+    for h in headline_rows(summary):
         lines.append(
-            f"| {LABELS[k]} | {m['n_cases'][k]} | {m['median_abs_err_pct'][k]} | "
-            f"{m['p90_abs_err_pct'][k]} | {m['max_abs_err_pct'][k]} |"
+            f"| {h['column']} | {h['cases']} | {h['median_abs_err_pct']} | "
+            f"{h['p90_abs_err_pct']} | {h['max_abs_err_pct']} |"
         )
     lines += ["", "Calibration: " + summary["calibration"]["method"] + ".", ""]
     fb = sorted({f for c in summary["cases"] for f in c["fallbacks"]})

@@ -27,7 +27,7 @@ from moesim.validation.errors import (
     Row,
     abs_stats,
     err_pct,
-    leave_one_out,
+    mean_gap,
     platform_overheads,
     secant_overhead,
 )
@@ -293,45 +293,86 @@ def _case_record(r: CaseRun, loo: float | None, calibrated_ms: float | None, how
     }
 
 
-def _calibrate(runs: list[CaseRun], simulate: Simulator, known: frozenset[str]) -> list[dict[str, Any]]:
-    rows = {
-        r.case.id: Row(r.case.id, r.case.setup.gpu, r.case.published.tpot_ms, r.simulated_ms) for r in runs
-    }
-    by_id = {r.case.id: r for r in runs}
-    key = overhead_key(known)
-    memo: dict[tuple[str, float], float] = {}
+class _Calibrator:
+    """Fits a platform overhead on some rows and applies it to a held-out case (module doc, step 5)."""
 
-    def simulate_at(row: Row, ms: float) -> float:
-        assert key is not None
+    def __init__(self, runs: list[CaseRun], simulate: Simulator, known: frozenset[str]) -> None:
+        self.runs = runs
+        self.rows = {r.case.id: _row(r) for r in runs}
+        self.by_id = {r.case.id: r for r in runs}
+        self.simulate = simulate
+        self.key = overhead_key(known)
+        self.memo: dict[tuple[str, float], float] = {}
+
+    def simulate_at(self, row: Row, ms: float) -> float:
+        assert self.key is not None
         k = (row.case_id, round(ms, 6))
-        if k not in memo:
-            memo[k] = _simulated(simulate(with_overhead(by_id[row.case_id].mapped.values, key, ms))).tpot_ms
-        return memo[k]
+        if k not in self.memo:
+            values = with_overhead(self.by_id[row.case_id].mapped.values, self.key, ms)
+            self.memo[k] = _simulated(self.simulate(values)).tpot_ms
+        return self.memo[k]
 
-    records = []
-    loo = leave_one_out(list(rows.values()))
-    for r in runs:
-        others = [o for o in rows.values() if o.platform == r.case.setup.gpu and o.case_id != r.case.id]
-        if not others:
-            records.append(_case_record(r, None, None, "no other row of this platform selected"))
-            continue
-        if key is None:
-            ms = loo[r.case.id]
-            assert ms is not None
+    def apply(self, r: CaseRun, fit: list[Row]) -> tuple[float, float, str]:
+        """(overhead ms, calibrated TPOT ms, how) for ``r`` from the rows ``fit`` (never ``r``)."""
+        assert fit and all(f.case_id != r.case.id for f in fit)
+        if self.key is None:
+            ms = mean_gap(fit)
             how = (
                 "the fit rows' mean gap, added to the simulated TPOT (no runtime overhead key in this build)"
             )
-            records.append(_case_record(r, round(ms, 6), r.simulated_ms + ms, how))
-            continue
-        ms = secant_overhead(others, simulate_at)
+            return ms, r.simulated_ms + ms, how
+        ms = secant_overhead(fit, self.simulate_at)
         if ms < 0:
-            how = f"negative fit: added to the simulated TPOT ({key} takes no negative value)"
-            records.append(_case_record(r, round(ms, 6), r.simulated_ms + ms, how))
-        else:
-            records.append(
-                _case_record(r, round(ms, 6), simulate_at(rows[r.case.id], ms), f"simulated with {key}")
+            how = f"negative fit: added to the simulated TPOT ({self.key} takes no negative value)"
+            return ms, r.simulated_ms + ms, how
+        return ms, self.simulate_at(self.rows[r.case.id], ms), f"simulated with {self.key}"
+
+    def leave_one_out(self) -> list[dict[str, Any]]:
+        records = []
+        for r in self.runs:
+            fit = [o for o in self.rows.values() if o.platform == r.case.setup.gpu and o.case_id != r.case.id]
+            if not fit:
+                records.append(_case_record(r, None, None, "no other row of this platform selected"))
+                continue
+            ms, tpot, how = self.apply(r, fit)
+            records.append(_case_record(r, round(ms, 6), tpot, how))
+        return records
+
+    def bitwidth_split(self) -> dict[str, Any]:
+        """A stricter hold-out: per platform, fit on the rows of its narrowest expert width and test on
+        the wider ones (e.g. fit on 2-bit, test on 3-bit: other copy sizes than the fit saw)."""
+        cases: list[dict[str, Any]] = []
+        for r in self.runs:
+            bits = [o.case.setup.expert_bits for o in self.runs if o.case.setup.gpu == r.case.setup.gpu]
+            known_bits = [b for b in bits if b is not None]
+            if (
+                r.case.setup.expert_bits is None
+                or not known_bits
+                or r.case.setup.expert_bits == min(known_bits)
+            ):
+                continue
+            low = min(known_bits)
+            fit = [
+                _row(o)
+                for o in self.runs
+                if o.case.setup.gpu == r.case.setup.gpu and o.case.setup.expert_bits == low
+            ]
+            ms, tpot, _ = self.apply(r, fit)
+            pub = r.case.published.tpot_ms
+            cases.append(
+                {
+                    "id": r.case.id,
+                    "fit_on_expert_bits": low,
+                    "token_overhead_ms": round(ms, 6),
+                    "tpot_ms": round(tpot, 4),
+                    "err_pct": round(err_pct(tpot, pub), 4),
+                }
             )
-    return records
+        return {"cases": cases, **abs_stats([c["err_pct"] for c in cases])}
+
+
+def _row(r: CaseRun) -> Row:
+    return Row(r.case.id, r.case.setup.gpu, r.case.published.tpot_ms, r.simulated_ms)
 
 
 def validate_published(
@@ -362,10 +403,12 @@ def validate_published(
                 mapped.values["trace.max_sequences"] = max_seq
             sim = _simulated(simulate(mapped.values))
             runs.append(CaseRun(c, mapped, sim.tpot_ms, sim.misses_per_token))
-        records = _calibrate(runs, simulate, known)
+        cal = _Calibrator(runs, simulate, known)
+        records = cal.leave_one_out()
+        split = cal.bitwidth_split()
     if progress:
         progress(len(chosen), len(chosen), "done")
-    return _summary(opts, records, runs, cases, known, traces, max_seq)
+    return _summary(opts, records, split, runs, cases, known, traces, max_seq)
 
 
 def copy_time_check(runs: list[CaseRun]) -> list[dict[str, Any]]:
@@ -403,10 +446,10 @@ def copy_time_check(runs: list[CaseRun]) -> list[dict[str, Any]]:
     return out
 
 
-def _summary(opts, records, runs, cases, known, traces, max_seq) -> dict[str, Any]:
+def _summary(opts, records, split, runs, cases, known, traces, max_seq) -> dict[str, Any]:
     oob = abs_stats([r["out_of_the_box"]["err_pct"] for r in records])
     cal = abs_stats([r["calibrated"]["err_pct"] for r in records])
-    rows = [Row(r.case.id, r.case.setup.gpu, r.case.published.tpot_ms, r.simulated_ms) for r in runs]
+    rows = [_row(r) for r in runs]
     return {
         "format": FORMAT,
         "version": 1,
@@ -422,6 +465,7 @@ def _summary(opts, records, runs, cases, known, traces, max_seq) -> dict[str, An
         "calibration": {
             "method": CALIBRATION_METHOD,
             "fit_on_all_rows_per_platform": platform_overheads(rows),
+            "bitwidth_split": split,
         },
         "cases": records,
         "copy_time_check": copy_time_check(runs),

@@ -8,7 +8,7 @@ from moesim.validation.errors import (
     Row,
     abs_stats,
     err_pct,
-    leave_one_out,
+    mean_gap,
     platform_overheads,
     secant_overhead,
 )
@@ -37,12 +37,9 @@ ROWS = [
 ]
 
 
-def test_leave_one_out_never_uses_the_row_itself() -> None:
-    loo = leave_one_out(ROWS)
-    assert loo["a1"] == pytest.approx((220 + 240) / 2)
-    assert loo["a2"] == pytest.approx((200 + 240) / 2)
-    assert loo["a3"] == pytest.approx((200 + 220) / 2)
-    assert loo["b1"] is None  # no other row of platform B
+def test_mean_gap_is_the_least_squares_constant() -> None:
+    assert mean_gap(ROWS[:3]) == pytest.approx((200 + 220 + 240) / 3)
+    assert mean_gap(ROWS[3:]) == pytest.approx(10.0)
 
 
 def test_platform_overheads_fit_all_rows() -> None:

@@ -28,19 +28,19 @@ cases:
 """
 
 
-def _case(cid: str, gpu: str, device: str, gen: int, tok_s: float, capacity: int) -> str:
+def _case(cid: str, gpu: str, device: str, gen: int, tok_s: float, capacity: int, bits: int = 2) -> str:
     return f"""- id: {cid}
   source: s
   table: Table 1
   row: r
   column: {gpu}
-  setup: {{gpu: {gpu}, host: h, model: Mixtral, attention_bits: 4, expert_bits: 2, cache_per_layer: {capacity},
+  setup: {{gpu: {gpu}, host: h, model: Mixtral, attention_bits: 4, expert_bits: {bits}, cache_per_layer: {capacity},
     lru_cache: true, speculative_prefetch: false, pcie_gen: {gen}, pcie_lanes: 16, batch: 1}}
   published: {{value: {tok_s}, unit: tokens/s}}
   mapped: true
   scenario:
     model.name: mixtral-8x7b
-    model.expert_dtype: hqq2
+    model.expert_dtype: hqq{bits}
     hardware.profile: estimated:{device}
     hardware.pcie_gen: {gen}
     hardware.pcie_lanes: 16
@@ -49,11 +49,11 @@ def _case(cid: str, gpu: str, device: str, gen: int, tok_s: float, capacity: int
 """
 
 
-def catalog():
+def catalog(b_bits: int = 2):
     text = SOURCE + "".join(
         [
             _case("c/a", "RTX 3060", "rtx-3060", 3, 4.0, 2),  # published 250 ms
-            _case("c/b", "RTX 3060", "rtx-3060", 3, 2.5, 4),  # published 400 ms
+            _case("c/b", "RTX 3060", "rtx-3060", 3, 2.5, 4, b_bits),  # published 400 ms
             _case("c/c", "T4", "t4", 3, 2.0, 4),  # published 500 ms, alone on its platform
         ]
     )
@@ -199,3 +199,17 @@ def test_copy_time_check_by_hand(opts: Options) -> None:
     assert check["published_ms_per_miss"] == 7.5 and check["simulated_ms_per_miss"] == 2.5
     assert check["ratio"] == 3.0
     assert s["cases"][0]["misses_per_token"] == 10.0
+
+
+def test_bitwidth_split_fits_on_the_narrowest_width(opts: Options) -> None:
+    """c/b in 3-bit: the split fits the 3060 on c/a (2-bit, gap 100 ms) and tests c/b: 200 + 100 = 300
+    ms against 400 published (-25 %); the T4 has one width only, so nothing is tested there."""
+    split = validate_published(opts, simulate=fake, catalog=catalog(b_bits=3))["calibration"][
+        "bitwidth_split"
+    ]
+    assert split["cases"] == [
+        {"id": "c/b", "fit_on_expert_bits": 2, "token_overhead_ms": 100.0, "tpot_ms": 300.0, "err_pct": -25.0}
+    ]
+    assert split["n"] == 1 and split["median_abs_err_pct"] == 25.0
+    same = validate_published(opts, simulate=fake, catalog=catalog())["calibration"]["bitwidth_split"]
+    assert same["cases"] == [] and same["n"] == 0
