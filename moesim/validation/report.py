@@ -39,24 +39,31 @@ def cases_table(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 def _scatter(df: pd.DataFrame):
+    """Published vs simulated TPOT; colour = platform, marker = column."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 5.2))
-    ax.scatter(df["published_tpot_ms"], df["sim_tpot_ms"], marker="o", label=LABELS["out_of_the_box"])
-    cal = df.dropna(subset=["calibrated_tpot_ms"])
-    ax.scatter(cal["published_tpot_ms"], cal["calibrated_tpot_ms"], marker="x", label=LABELS["calibrated"])
-    hi = float(
-        max(
-            df["published_tpot_ms"].max(),
-            df["sim_tpot_ms"].max(),
-            cal["calibrated_tpot_ms"].max() if len(cal) else 0,
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (platform, d) in enumerate(df.groupby("platform", sort=True)):
+        c = colours[i % len(colours)]
+        ax.scatter(
+            d["published_tpot_ms"], d["sim_tpot_ms"], marker="o", color=c, label=f"{platform}, out-of-the-box"
         )
-    )
-    ax.plot([0, hi * 1.05], [0, hi * 1.05], color="grey", lw=1, ls="--", label="simulated = published")
+        cal = d.dropna(subset=["calibrated_tpot_ms"])
+        ax.scatter(
+            cal["published_tpot_ms"],
+            cal["calibrated_tpot_ms"],
+            marker="x",
+            color=c,
+            label=f"{platform}, calibrated",
+        )
+    values = [df["published_tpot_ms"].max(), df["sim_tpot_ms"].max(), df["calibrated_tpot_ms"].max()]
+    hi = float(max(v for v in values if v == v)) * 1.05
+    ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--", label="simulated = published")
     ax.set_xlabel("published TPOT (ms per output token)")
     ax.set_ylabel("simulated TPOT (ms per output token)")
-    ax.set_xlim(0, hi * 1.05)
-    ax.set_ylim(0, hi * 1.05)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
     return fig
 
 

@@ -94,3 +94,11 @@ def test_bad_flags(tmp_path: Path, capsys) -> None:
     assert "--max-sequences" in capsys.readouterr().err
     assert main(["validate"]) == 2
     assert "moesim validate published --out DIR" in capsys.readouterr().err
+
+
+def test_refuses_to_write_inside_its_input(tmp_path: Path, capsys) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert main(["validate", "published", "--out", str(shared / "v"), "--shared", str(shared)]) == 2
+    assert "lies inside an input of this command" in capsys.readouterr().err
+    assert list(shared.iterdir()) == []
