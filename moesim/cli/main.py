@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "moesim.cli.calibrate_cmd",
     "moesim.cli.predictor_cmd",
     "moesim.cli.list_cmd",
+    "moesim.cli.validate_cmd",
 ]
 
 

@@ -34,22 +34,29 @@ class PublishedSource:
     where: str
     setup: str
     code: str = ""
+    # The runtime preset (``runtime.preset``) of the framework the source measured with: one per
+    # source, never per row (docs/validation.md, "Presets").
+    runtime_preset: str = ""
+    mapping_notes: str = ""  # how the setup was checked and mapped, and what could not be
     read_via: str = ""
     not_stated_in_what_was_read: str = ""
 
 
 @dataclass(frozen=True)
 class CaseSetup:
+    """The setup as the source states it; ``null`` (None) where the source does not say (every
+    field must still be given, so "not stated" is a decision, not an omission)."""
+
     gpu: str
     host: str
     model: str
-    attention_bits: int
-    expert_bits: int
-    cache_per_layer: int
+    attention_bits: int | None
+    expert_bits: int | None
+    cache_per_layer: int | None  # None: not a per-layer cache, or not stated
     lru_cache: bool
     speculative_prefetch: bool
-    pcie_gen: int
-    pcie_lanes: int
+    pcie_gen: int | None
+    pcie_lanes: int | None
     batch: int
 
 
@@ -85,6 +92,7 @@ _SCALARS = {
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
 }
 
 
@@ -134,7 +142,12 @@ def _case(raw: Any, where: str, sources: dict[str, PublishedSource], file: str) 
 
 
 def parse_catalog(text: str, file: str) -> tuple[dict[str, PublishedSource], list[PublishedCase]]:
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # a malformed catalog file: one line naming it
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise MoesimInputError(f"{file}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise MoesimInputError(f"{file}: not a published-measurement catalog (format: {FORMAT})")
     sources = {

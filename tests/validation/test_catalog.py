@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from importlib import resources
 
 import pytest
@@ -50,8 +51,13 @@ def test_table2_cells(catalog) -> None:
     assert "Colab" in c["mixtral-offloading/t2/full/2bit/t4"].setup.host
     assert c["mixtral-offloading/t2/full/2bit/3060"].setup.pcie_gen == 3
     nc = c["mixtral-offloading/t2/no-cache/2bit/a100"]
-    assert nc.scenario["cache.capacity"] == 0 and nc.scenario["predictor.name"] == "none"
-    assert c["mixtral-offloading/t2/full/2bit/a100"].scenario["predictor.name"] == "next-gate"
+    assert (
+        nc.scenario["cache.capacity"] == 1
+        and nc.scenario["cache.scope"] == "global"
+        and nc.scenario["cache.bypass"]
+        and nc.scenario["predictor.name"] == "none"
+    )
+    assert c["mixtral-offloading/t2/full/2bit/a100"].scenario["predictor.name"] == "noisy-oracle"
 
 
 def test_full_algorithm_is_fastest_in_every_column(catalog) -> None:
@@ -126,3 +132,47 @@ def test_duplicate_ids_and_missing_scenario(tmp_path) -> None:
     p.write_text(head + "cases:\n" + no_scenario + "\n")
     with pytest.raises(MoesimInputError, match="a mapped case needs scenario keys"):
         load_catalog(p)
+
+
+def test_mapping_rules_hold_for_every_table2_case(catalog) -> None:
+    """The mapping decisions of docs/validation.md, one rule per column of the table (never per row)."""
+    sources, cases = catalog
+    assert sources["mixtral-offloading"].runtime_preset == "eager-pytorch"
+    assert "write-back" in sources["mixtral-offloading"].mapping_notes.lower()
+    for c in cases:
+        if c.source != "mixtral-offloading" or not c.mapped:
+            continue
+        s = c.scenario
+        assert s["miss.writeback"] is False  # ruled out by the published rows (copy_time_check)
+        assert s["cache.capacity"] == (c.setup.cache_per_layer if c.setup.lru_cache else 1)
+        assert s["cache.scope"] == ("per-layer" if c.setup.lru_cache else "global")
+        if c.setup.speculative_prefetch:
+            assert s["predictor.name"] == "noisy-oracle" and s["predictor.params"] == {"accuracy": 0.8}
+        else:
+            assert s["predictor.name"] == "none"
+        assert s["hardware.pcie_gen"] == c.setup.pcie_gen and s["batch"] == 1
+        assert s["model.expert_dtype"] == f"hqq{c.setup.expert_bits}" and s["model.dense_dtype"] == "hqq4"
+
+
+@pytest.mark.shared
+def test_no_cache_mapping_reuses_nothing(external_traces) -> None:
+    """One global slot with bypass: no expert survives to the next token (0 hits) on the real trace."""
+    from moesim.experiments.pipeline import run_scenario
+    from moesim.experiments.scenario import load_scenario
+    from moesim.traces.importers import import_trace
+    from moesim.traces.native import save_trace
+
+    trace = import_trace(
+        "mixtral-jsonl", external_traces / "Mario928__speculative-moe" / "gsm8k_2_routing.jsonl"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        save_trace(trace, f"{tmp}/m.moetrace", validate=False)
+        v = {
+            "model.name": "mixtral-8x7b",
+            "trace.path": f"{tmp}/m.moetrace",
+            "cache.scope": "global",
+            "cache.capacity": 1,
+            "cache.bypass": True,
+        }
+        counts = run_scenario(load_scenario(None, values=v)).summary["counts"]
+    assert counts["hits"] == 0 and counts["misses"] >= counts["accesses"] - 2
