@@ -56,7 +56,7 @@ def test_mixtral_fidelity_link_is_the_measured_gen4_rate(tmp_path, monkeypatch):
     base = prepare(load_scenario("seed-claims/mixtral-pcie4-overlap"))
     fid = prepare(load_scenario("seed-claims/mixtral-pcie4-overlap/fidelity"))
     assert base.model.expert_bytes == fid.model.expert_bytes == 352_321_536
-    gen4_x16 = 16 * 16e9 * 128 / 130 / 1e9  # GB/s after 128b/130b
+    gen4_x16 = 16 * 16 * 128 / 130 / 8  # GB/s: 16 lanes x 16 GT/s, 128b/130b, 8 bits a byte
     assert base.profile.time_ms("h2d_pinned", bytes=352_321_536) == pytest.approx(
         0.01 + 352_321_536 / (gen4_x16 * 0.8 * 1e6), rel=1e-3
     )
