@@ -20,7 +20,7 @@ from numba import njit  # isort: skip
 PENDING, STARTED, CANCELLED = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lane(free):
     """``free.index(min(free))``: the first lane free soonest."""
     best = 0
@@ -30,7 +30,7 @@ def _lane(free):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _advance(now, free, q, qs, tr_issue, tr_start, tr_end, tr_state, dur):
     """Start every queued prefetch a lane would have started by ``now``."""
     while qs[0] < qs[1]:
@@ -52,7 +52,7 @@ def _advance(now, free, q, qs, tr_issue, tr_start, tr_end, tr_state, dur):
         tr_state[tr] = STARTED
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _schedule(tr, now, free, tr_issue, tr_start, tr_end, tr_state, dur):
     lane = _lane(free)
     start = free[lane] if free[lane] > now else now
@@ -64,7 +64,7 @@ def _schedule(tr, now, free, tr_issue, tr_start, tr_end, tr_state, dur):
     tr_state[tr] = STARTED
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _issue(e, now, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes, dur, free, q, qs, inflight,
            tr_issue, tr_start, tr_end, tr_state, ntr, l_bpf, l_wasted, l_bwasted, l_cancel, h2d):  # fmt: skip
     """``SimExecutor._issue_prefetches`` for plan event ``e`` at ``now``; returns the H2D bytes."""
@@ -85,7 +85,7 @@ def _issue(e, now, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes, dur, fre
     return h2d + nbytes * n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _evict(key, now, E, nbytes, dur, free, q, qs, inflight, tr_issue, tr_start, tr_end, tr_state, l_bpf,
            l_wasted, l_bwasted, l_cancel, h2d):  # fmt: skip
     """An undemanded prefetch evicted: cancelled if its copy has not started by ``now``, else wasted."""
@@ -103,7 +103,7 @@ def _evict(key, now, E, nbytes, dur, free, q, qs, inflight, tr_issue, tr_start, 
     return h2d
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sort_ready(r, k, n):
     """Insertion sort of the first ``n`` (ready time, key) pairs, as Python sorts the tuples."""
     for i in range(1, n):
@@ -117,7 +117,7 @@ def _sort_ready(r, k, n):
         k[j + 1] = kv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sort_floats(r, n):
     for i in range(1, n):
         rv = r[i]
