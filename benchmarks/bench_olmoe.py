@@ -45,7 +45,9 @@ def main() -> int:
     ap.add_argument("--dram-gb", type=float, default=None, help="host tier size (turns the SSD tier on)")
     ap.add_argument("--miss", default="fetch", help="miss handler")
     ap.add_argument("--copy-engines", type=int, default=1)
-    ap.add_argument("--executor", default="fast", choices=("sim", "fast"), help="executor to time (default fast)")
+    ap.add_argument(
+        "--executor", default="fast", choices=("sim", "fast"), help="executor to time (default fast)"
+    )
     args = ap.parse_args()
     if not CHUNKS.is_dir():
         print(f"needs {CHUNKS}", file=sys.stderr)

@@ -59,7 +59,7 @@ HEAD, TAIL, SIZE, CAP = range(4)  # rows of the per-pool state ``ps``
 def _victim(pool, policy, ks, ps):
     """The pool's victim skipping pinned keys (-1: every resident pinned)."""
     k = ps[HEAD, pool]
-    if policy == LRU or policy == FIFO:  # oldest first
+    if policy == LRU or policy == FIFO:  # noqa: SIM109  (oldest first; kept plain for numba)
         while k >= 0:
             if ks[PIN, k] == 0:
                 return k
@@ -71,7 +71,9 @@ def _victim(pool, policy, ks, ps):
             if best < 0:
                 best = k
             elif policy == LFU:  # least frequent, then least recently touched
-                if ks[FREQ, k] < ks[FREQ, best] or (ks[FREQ, k] == ks[FREQ, best] and ks[TICK, k] < ks[TICK, best]):
+                if ks[FREQ, k] < ks[FREQ, best] or (
+                    ks[FREQ, k] == ks[FREQ, best] and ks[TICK, k] < ks[TICK, best]
+                ):
                     best = k
             elif ks[NU, k] > ks[NU, best] or (ks[NU, k] == ks[NU, best] and k < best):
                 best = k  # Belady: farthest next use, ties to the lowest key
@@ -128,7 +130,7 @@ def _insert(key, nu, prefetch, pool, policy, ks, ps, st):
 
 
 @njit(cache=True)
-def decide(
+def decide(  # noqa: C901  (one function on purpose: see the docstring)
     step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys,
     fires_pre, L, E, policy, layered, caps, window, nxt_acc, first,
 ):  # fmt: skip
@@ -178,14 +180,12 @@ def decide(
                 is_plan = True
                 s = s0
                 e = s0 + g
-                pos = step_ptr[s0]
                 token = grp_tok0[g]
             else:
                 s = s0 + (op - 1) // 2
                 first_op = (op - 1) % 2 == 0
                 is_plan = first_op == fires_pre
                 e = s + g + 1
-                pos = step_ptr[s] if fires_pre else step_ptr[s + 1]
                 token = step_token[s]
             if is_plan:  # PolicyCore._plan over the event's cut predictions
                 na = 0

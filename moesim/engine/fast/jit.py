@@ -38,7 +38,7 @@ def configure_cache() -> Path:
         return _PKG / "__pycache__"
     folder = _user_cache()
     folder.mkdir(parents=True, exist_ok=True)
-    numba.config.CACHE_DIR = str(folder)  # read when a kernel's cache is created (at decoration)
+    setattr(numba.config, "CACHE_DIR", str(folder))  # noqa: B010  (read when a kernel's cache is created, at decoration)
     os.environ["NUMBA_CACHE_DIR"] = str(folder)  # and for worker processes started after this
     return folder
 
