@@ -114,8 +114,8 @@ def test_timeline_and_decision_log_fall_back_to_sim():
 
 
 def test_unknown_scenario_keys_are_covered_only_at_their_default():
-    class Sc:  # a scenario with a section added later (e.g. by another feature)
-        def __init__(self, value):
+    class Sc:  # a scenario with a section added later (e.g. by another feature), default 0
+        def __init__(self, value=0):
             self.value = value
 
         def to_dict(self):
@@ -124,6 +124,7 @@ def test_unknown_scenario_keys_are_covered_only_at_their_default():
             return d
 
     assert scenario_gap(Sc(1)) == "runtime.new_knob=1"
+    assert scenario_gap(Sc(0)) is None
     assert scenario_gap(load_scenario(None)) is None
 
 
