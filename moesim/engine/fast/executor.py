@@ -14,6 +14,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -86,11 +87,11 @@ class FastCounters:
 
 
 def _ints(a: np.ndarray) -> list[int]:
-    return [int(x) for x in a.tolist()]
+    return np.asarray(a, np.int64).tolist()  # Python ints, as the simulation executor's lists hold
 
 
 def _floats(a: np.ndarray) -> list[float]:
-    return [float(x) for x in a.tolist()]
+    return np.asarray(a, np.float64).tolist()
 
 
 def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) -> Decisions:
@@ -116,25 +117,26 @@ def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) ->
 
 
 def _token_costs(costs: CostModel, predictor: Predictor, groups: Sequence[Group], prompt_tokens: int):
-    """Per global decode step: its shape's costs (pre-attention, attention, gate, shared, predictor)."""
+    """Per global decode step: its shape's costs (pre-attention, attention, gate, shared, predictor),
+    each asked of the cost model once per distinct (batch, context)."""
     timed = type(predictor).latency_ms is not Predictor.latency_ms
-    memo_: dict[tuple[int, int], tuple[float, float, float, float, float]] = {}
-    rows = []
-    for g in groups:
-        for t, batch in enumerate(g.active):
-            ctx = prompt_tokens + t
-            c = memo_.get((batch, ctx))
-            if c is None:
-                c = memo_[(batch, ctx)] = (
-                    costs.pre_attention_ms(batch),
-                    costs.attention_ms(batch, ctx),
-                    costs.gate_ms(batch),
-                    costs.shared_ms(batch),
-                    predictor.latency_ms(batch, ctx) if timed else 0.0,
-                )
-            rows.append(c)
-    arr = np.asarray(rows, np.float64).reshape(-1, 5)
-    return [np.ascontiguousarray(arr[:, i]) for i in range(5)]
+    batch = np.fromiter(chain.from_iterable(g.active for g in groups), np.int64)
+    ctx = prompt_tokens + np.concatenate(
+        [np.arange(g.num_tokens, dtype=np.int64) for g in groups] or [np.zeros(0, np.int64)]
+    )
+    span = int(ctx.max()) + 1 if len(ctx) else 1
+    codes, inverse = np.unique(batch * span + ctx, return_inverse=True)  # one int per (batch, context)
+    table = np.empty((len(codes), 5), np.float64)
+    for i, (b, c) in enumerate(zip((codes // span).tolist(), (codes % span).tolist())):
+        table[i] = (
+            costs.pre_attention_ms(b),
+            costs.attention_ms(b, c),
+            costs.gate_ms(b),
+            costs.shared_ms(b),
+            predictor.latency_ms(b, c) if timed else 0.0,
+        )
+    per_token = table[np.asarray(inverse).reshape(-1)]
+    return [np.ascontiguousarray(per_token[:, i]) for i in range(5)]
 
 
 class FastExecutor:
@@ -197,7 +199,7 @@ class FastExecutor:
         stats = RunStats(core.L)
         stats.tok_group = [g.index for g in gl for _ in range(g.num_tokens)]
         stats.tok_step = [t for g in gl for t in range(g.num_tokens)]
-        stats.tok_batch = [b for g in gl for b in g.active]
+        stats.tok_batch = list(chain.from_iterable(g.active for g in gl))
         stats.tok_latency_ms = _floats(tok_lat)
         stats.tok_compute_ms = _floats(tok_comp)
         stats.tok_stall_ms = _floats(tok_stall)
