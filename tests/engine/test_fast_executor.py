@@ -219,6 +219,7 @@ def test_fast_baseline_equals_the_decision_replay():
     assert pipeline._fast_baseline(p, build_core(p, predictor_name="none")) == ref.misses
 
 
+@pytest.mark.shared
 def test_olmoe_slice(external_traces):
     """A slice of the real OLMoE capture, on both executors."""
     from moesim.experiments.run import Prepared
