@@ -73,7 +73,8 @@ def main() -> int:
     p = Prepared(sc, model, trace, CHUNKS, profile, 512, k, k)
     steps = trace.num_tokens * model.num_moe_layers
     best = 0.0
-    groups = list(p.groups())  # built once, as a run's cache keeps them
+    # sim: the groups built once, as a run's cache keeps them; fast: its steps come from the trace
+    groups = list(p.groups()) if args.executor == "sim" else []
     if args.executor == "fast":
         from moesim.engine.fast.eligibility import core_gap
         from moesim.engine.fast.executor import FastExecutor
@@ -91,7 +92,7 @@ def main() -> int:
         c0 = time.process_time()
         if args.executor == "fast":
             # a fresh plan key per repeat: the prediction pass is timed too, never reused
-            fast = FastExecutor(costs, 512)
+            fast = FastExecutor(costs, 512, trace=trace)
             stats = fast.run(core, groups)
             core = fast.counters  # type: ignore[assignment]
         else:
@@ -106,7 +107,12 @@ def main() -> int:
             f"(hit rate {(core.present - sum(stats.layer_late)) / core.accesses:.4f}, {core.prefetch_issued:,} prefetches)"
         )
     t = time.perf_counter()
-    run_decisions(build_core(p, predictor_name="none"), p.groups())
+    if args.executor == "sim":
+        run_decisions(build_core(p, predictor_name="none"), p.groups())
+    else:
+        from moesim.experiments.pipeline import _fast_baseline
+
+        _fast_baseline(p, build_core(p, predictor_name="none"))
     print(
         f"on-demand baseline replay (decisions only): {steps / (time.perf_counter() - t):,.0f} layer-steps/s"
     )
