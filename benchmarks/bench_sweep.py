@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("-j", "--jobs", type=int, default=None)
     ap.add_argument("--backend", default="local", choices=("local", "ray"))
     ap.add_argument("--out", type=Path, default=None, help="keep the sweep here (default: a temp dir)")
+    ap.add_argument("--executor", default="auto", choices=("auto", "sim", "fast"), help="default auto")
     args = ap.parse_args()
     if not args.trace.exists():
         if not CHUNKS.is_dir():
@@ -53,7 +54,7 @@ def main() -> int:
         t = time.perf_counter()
         save_trace(import_trace("olmoe-npz", [CHUNKS]), args.trace)
         print(f"imported {args.trace} in {time.perf_counter() - t:.1f} s")
-    base = [f"trace.path={args.trace.resolve()}", "trace.domain=general"]
+    base = [f"trace.path={args.trace.resolve()}", "trace.domain=general", f"executor={args.executor}"]
     plan = SweepPlan.from_grid(None, GRID, base)
     tmp = None
     out = args.out

@@ -1,0 +1,388 @@
+"""The timing pass: ``SimExecutor``'s clock over the decision pass's outputs, compiled (numba).
+
+It reproduces the simulation executor operation for operation, in the same floating-point order:
+per layer-step the compute stream (pre-attention norm, the predictor when it fires before
+attention, attention + gate, shared experts, routed experts by readiness), the copy lanes with
+``CopyEngine``'s semantics (a FIFO queue of prefetches served by the first free lane, demand copies
+timed at once on the first free lane, a pending prefetch promoted when its gate needs it, an evicted
+prefetch cancelled if it has not started, else wasted), and the clock advancing as SimPy's does
+(``now + (cur - now)``). Only static batching, the fetch miss handler and no host tier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.engine.fast import jit  # noqa: F401  (sets numba's cache folder before the kernels)
+
+from numba import njit  # isort: skip
+
+PENDING, STARTED, CANCELLED = 0, 1, 2
+
+
+# Few array arguments per call keep numba's calls cheap (each array argument costs reference
+# counting), so the state is packed: transfers ``T[ISSUE|END, tr]`` and ``S[tr]`` (state), queue
+# counters ``c[QH|QT]``, per-layer integer columns ``LS[row, layer]``. A prefetch's id is its place
+# in the FIFO queue (so the queue needs no array); the demand copy of key ``k`` reuses id
+# ``n_prefetches + k`` (the previous one of that key is done with: the key missed).
+ISSUE, END = 0, 1
+QH, QT = 0, 1
+LATE, BDEM, BPF, BWASTED, WASTED, CANCEL = range(6)
+
+
+@njit(cache=True)
+def _lane(free):
+    """``free.index(min(free))``: the first lane free soonest."""
+    best = 0
+    for i in range(1, len(free)):
+        if free[i] < free[best]:
+            best = i
+    return best
+
+
+@njit(cache=True)
+def _advance(now, free, T, S, c, dur):
+    """``CopyEngine.advance``: start every queued prefetch a lane would have started by ``now``."""
+    while c[QH] < c[QT]:
+        lane = _lane(free)
+        f = free[lane]
+        if f > now:
+            return
+        tr = c[QH]
+        if S[tr] != PENDING:
+            c[QH] += 1
+            continue
+        start = f if f > T[ISSUE, tr] else T[ISSUE, tr]
+        if start > now:
+            return
+        c[QH] += 1
+        T[END, tr] = start + dur
+        free[lane] = start + dur
+        S[tr] = STARTED
+
+
+@njit(cache=True)
+def _schedule(tr, now, free, T, S, dur):
+    """``CopyEngine.schedule``: a demand copy (or a promoted prefetch) on the first free lane."""
+    lane = _lane(free)
+    start = free[lane] if free[lane] > now else now
+    if T[ISSUE, tr] > start:
+        start = T[ISSUE, tr]
+    T[END, tr] = start + dur
+    free[lane] = start + dur
+    S[tr] = STARTED
+
+
+@njit(cache=True)
+def _evict(key, now, E, nbytes, dur, free, T, S, c, inflight, LS):
+    """An undemanded prefetch evicted: cancelled if its copy has not started by ``now``, else
+    wasted. Returns the bytes taken off the host-to-GPU total."""
+    tr = inflight[key]
+    inflight[key] = -1
+    _advance(now, free, T, S, c, dur)
+    layer = key // E
+    if S[tr] == PENDING:
+        S[tr] = CANCELLED
+        LS[CANCEL, layer] += 1
+        LS[BPF, layer] -= nbytes
+        return nbytes
+    LS[WASTED, layer] += 1
+    LS[BWASTED, layer] += nbytes
+    return 0
+
+
+@njit(cache=True)
+def _issue(e, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS):
+    """``SimExecutor._issue_prefetches`` for plan event ``e`` at ``now``; returns the change in
+    host-to-GPU bytes."""
+    d = 0
+    for i in range(EP[1, e], EP[1, e + 1]):
+        d -= _evict(pevp_keys[i], now, E, nbytes, dur, free, T, S, c, inflight, LS)
+    for i in range(EP[0, e], EP[0, e + 1]):
+        key = load_keys[i]
+        tr = c[QT]  # = i: prefetches are issued in event order
+        c[QT] += 1
+        T[ISSUE, tr] = now
+        S[tr] = PENDING
+        inflight[key] = tr
+        LS[BPF, key // E] += nbytes
+    return d + nbytes * (EP[0, e + 1] - EP[0, e])
+
+
+@njit(cache=True)
+def _sort_ready(r, k, n):
+    """Insertion sort of the first ``n`` (ready time, key) pairs, as Python sorts the tuples."""
+    for i in range(1, n):
+        rv, kv = r[i], k[i]
+        j = i - 1
+        while j >= 0 and (r[j] > rv or (r[j] == rv and k[j] > kv)):
+            r[j + 1] = r[j]
+            k[j + 1] = k[j]
+            j -= 1
+        r[j + 1] = rv
+        k[j + 1] = kv
+
+
+@njit(cache=True)
+def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
+    step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
+    load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf, finish_keys,
+    c_norm, c_attn, c_gate, c_shared, c_pred, fires_pre, pred_on_gpu, pred_delays,
+    L, E, lanes, dur, nbytes, ffn1, expert_ms,
+):  # fmt: skip
+    """Returns (token rows, layer columns, lead and slack samples, prefetch_late, makespan)."""
+    G = len(grp_step0) - 1
+    K = L * E
+    ntok = grp_tok0[G]
+    n_load = len(load_keys)
+    T = np.empty((2, n_load + K), np.float64)
+    S = np.empty(n_load + K, np.int8)
+    c = np.zeros(2, np.int64)
+    EP = np.empty((2, len(load_ptr)), np.int64)
+    EP[0, :] = load_ptr
+    EP[1, :] = pevp_ptr
+    free = np.zeros(lanes, np.float64)
+    inflight = np.full(K, -1, np.int64)
+    n_pf = 0
+    for i in range(len(acc_pf)):
+        n_pf += acc_pf[i]
+    lead = np.empty(n_pf, np.float64)
+    slack = np.empty(n_pf, np.float64)
+    n_lead = 0
+    pf_late = 0
+    tok_lat = np.zeros(ntok)
+    tok_comp = np.zeros(ntok)
+    tok_stall = np.zeros(ntok)
+    tok_int = np.zeros((ntok, 6), np.int64)  # hits, late, misses, bytes, evictions, refetches
+    LS = np.zeros((6, L), np.int64)
+    l_stall = np.zeros(L, np.float64)
+    kmax = 1
+    for s in range(len(step_ptr) - 1):
+        kmax = max(kmax, step_ptr[s + 1] - step_ptr[s])
+    rr = np.empty(kmax, np.float64)
+    rk = np.empty(kmax, np.int64)
+    h2d = 0
+    now = 0.0
+    ev_total = 0
+    rf_total = 0
+    for g in range(G):
+        s0, s1 = grp_step0[g], grp_step0[g + 1]
+        counts = grp_counts[g] == 1
+        # the tally of the group's first token starts before its first predictions
+        b0, ev0, rf0 = h2d, ev_total, rf_total
+        t_stall = 0.0
+        t_comp = 0.0
+        t_hits = t_late = t_miss = 0
+        h2d += _issue(s0 + g, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS)
+        tok_start = now
+        tok = 0
+        for s in range(s0, s1):
+            local = s - s0
+            layer = local % L
+            t0 = now
+            if layer == 0:
+                tok = grp_tok0[g] + local // L
+            pred = c_pred[tok]
+            t_norm = t0 + c_norm[tok]
+            e = s + g + 1
+            if fires_pre:
+                h2d += _issue(e, t_norm + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
+                              inflight, LS)  # fmt: skip
+                if pred_on_gpu:
+                    t_norm += pred
+            t_gate = t_norm + c_attn[tok] + c_gate[tok]
+            for i in range(gevp_ptr[s], gevp_ptr[s + 1]):
+                h2d -= _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, T, S, c, inflight, LS)
+            while c[QH] < c[QT]:  # _advance(t_gate, ...), inlined on this per-step path
+                lane = 0
+                for j in range(1, lanes):
+                    if free[j] < free[lane]:
+                        lane = j
+                f = free[lane]
+                if f > t_gate:
+                    break
+                tr = c[QH]
+                if S[tr] != PENDING:
+                    c[QH] += 1
+                    continue
+                start = f if f > T[ISSUE, tr] else T[ISSUE, tr]
+                if start > t_gate:
+                    break
+                c[QH] += 1
+                T[END, tr] = start + dur
+                free[lane] = start + dur
+                S[tr] = STARTED
+            p0, p1 = step_ptr[s], step_ptr[s + 1]
+            late = 0
+            n_done = 0
+            nr = 0  # ready list (general path) or waits (short path)
+            present = 0
+            n_miss = 0
+            if not counts:  # SimExecutor._gate_fast
+                idle = c[QH] == c[QT]
+                if idle:
+                    for j in range(lanes):
+                        if free[j] > t_gate:
+                            idle = False
+                for i in range(p0, p1):
+                    if acc_hit[i] == 0:
+                        continue
+                    present += 1
+                    tr = inflight[keys[i]]
+                    if idle:
+                        n_done += 1
+                        if acc_pf[i] == 1:
+                            lead[n_lead] = t_gate - T[ISSUE, tr]
+                            slack[n_lead] = t_gate - T[END, tr]
+                            n_lead += 1
+                        continue
+                    if tr < 0:  # preloaded with the model
+                        n_done += 1
+                        continue
+                    if S[tr] == PENDING:
+                        _schedule(tr, t_gate, free, T, S, dur)
+                        late += 1
+                    elif T[END, tr] > t_gate:
+                        late += 1
+                    end = T[END, tr]
+                    if acc_pf[i] == 1:
+                        lead[n_lead] = t_gate - T[ISSUE, tr]
+                        slack[n_lead] = t_gate - end
+                        n_lead += 1
+                        if end > t_gate:
+                            pf_late += 1
+                    if end > t_gate:
+                        rr[nr] = end
+                        nr += 1
+                    else:
+                        n_done += 1
+                lane_f = free[0] if free[0] > t_gate else t_gate
+                for i in range(p0, p1):
+                    if acc_hit[i] == 1:
+                        continue
+                    n_miss += 1
+                    tr = n_load + keys[i]
+                    T[ISSUE, tr] = t_gate
+                    if lanes == 1:  # CopyEngine.submit_demands' one-lane loop
+                        lane_f = lane_f + dur
+                        T[END, tr] = lane_f
+                        S[tr] = STARTED
+                    else:
+                        _schedule(tr, t_gate, free, T, S, dur)
+                    inflight[keys[i]] = tr
+                    rr[nr] = T[END, tr]
+                    nr += 1
+                if lanes == 1 and n_miss > 0:
+                    free[0] = lane_f
+            else:  # SimExecutor._gate_general
+                for i in range(p0, p1):
+                    if acc_hit[i] == 0:
+                        continue
+                    present += 1
+                    key = keys[i]
+                    tr = inflight[key]
+                    if tr < 0:
+                        rr[nr] = t_gate
+                        rk[nr] = key
+                        nr += 1
+                        continue
+                    if S[tr] == PENDING:
+                        _schedule(tr, t_gate, free, T, S, dur)
+                        late += 1
+                    elif T[END, tr] > t_gate:
+                        late += 1
+                    if acc_pf[i] == 1:
+                        lead[n_lead] = t_gate - T[ISSUE, tr]
+                        if T[END, tr] > t_gate:
+                            pf_late += 1
+                        slack[n_lead] = t_gate - T[END, tr]
+                        n_lead += 1
+                    rr[nr] = T[END, tr]
+                    rk[nr] = key
+                    nr += 1
+                for i in range(p0, p1):
+                    if acc_hit[i] == 1:
+                        continue
+                    n_miss += 1
+                    tr = n_load + keys[i]
+                    T[ISSUE, tr] = t_gate
+                    _schedule(tr, t_gate, free, T, S, dur)
+                    inflight[keys[i]] = tr
+                    rr[nr] = T[END, tr]
+                    rk[nr] = keys[i]
+                    nr += 1
+            demand = n_miss * nbytes
+            LS[BDEM, layer] += demand
+            h2d += demand
+            # compute: the after-gate plan's copies, then the experts
+            if not fires_pre and (EP[0, e + 1] > EP[0, e] or EP[1, e + 1] > EP[1, e]):
+                h2d += _issue(e, t_gate + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
+                              inflight, LS)  # fmt: skip
+            t_exp = t_gate + pred if pred_delays else t_gate
+            cur = t_exp + c_shared[tok]
+            compute = cur - t0
+            stall = 0.0
+            if not counts:  # _compute_fast
+                for _ in range(n_done):
+                    cur += ffn1
+                for j in range(1, nr):  # insertion sort of the waits (a handful)
+                    rv = rr[j]
+                    m = j - 1
+                    while m >= 0 and rr[m] > rv:
+                        rr[m + 1] = rr[m]
+                        m -= 1
+                    rr[m + 1] = rv
+                for j in range(nr):
+                    r = rr[j]
+                    if r > cur:
+                        stall += r - cur
+                        cur = r
+                    cur += ffn1
+                compute += ffn1 * (n_done + nr)
+            else:  # _compute_ready with tokens per expert
+                _sort_ready(rr, rk, nr)
+                for j in range(nr):
+                    r = rr[j]
+                    if r > cur:
+                        stall += r - cur
+                        cur = r
+                    cnt = 1
+                    for i in range(p0, p1):
+                        if keys[i] == rk[j]:
+                            cnt = acc_cnt[i]
+                            break
+                    ffn = expert_ms[cnt]
+                    cur += ffn
+                    compute += ffn
+            if t_gate > cur:  # the CPU worker's results (none under fetch): kept for parity
+                stall += t_gate - cur
+                cur = t_gate
+            l_stall[layer] += stall
+            LS[LATE, layer] += late
+            t_stall += stall
+            t_hits += present - late
+            t_late += late
+            t_miss += (p1 - p0) - present
+            t_comp += compute
+            now = t0 + (cur - t0)  # SimPy: the timeout's delay added to the clock
+            ev_total, rf_total = cum_ev[s], cum_rf[s]
+            if layer == L - 1:
+                tok_lat[tok] = now - tok_start
+                tok_comp[tok] = t_comp
+                tok_stall[tok] = t_stall
+                tok_int[tok, 0] = t_hits
+                tok_int[tok, 1] = t_late
+                tok_int[tok, 2] = t_miss
+                tok_int[tok, 3] = h2d - b0
+                tok_int[tok, 4] = ev_total - ev0
+                tok_int[tok, 5] = rf_total - rf0
+                tok_start = now
+                b0, ev0, rf0 = h2d, ev_total, rf_total
+                t_stall = 0.0
+                t_comp = 0.0
+                t_hits = t_late = t_miss = 0
+    for key in finish_keys:  # undemanded prefetches at the end: wasted
+        LS[WASTED, key // E] += 1
+        LS[BWASTED, key // E] += nbytes
+    layers = (LS[LATE], l_stall, LS[BDEM], LS[BPF], LS[BWASTED], LS[WASTED], LS[CANCEL])
+    return (tok_lat, tok_comp, tok_stall, tok_int, layers, lead[:n_lead], slack[:n_lead], pf_late, now)
