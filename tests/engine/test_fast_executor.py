@@ -94,6 +94,12 @@ UNCOVERED = [
     (["cache.reset_per_sequence=true"], "cache.reset_per_sequence"),
     (["predictor.name=oracle", "predictor.cancel_stale=true"], "predictor.cancel_stale"),
     (["predictor.name=finemoe"], "predictor.name=finemoe"),
+    # the timing model of issue 13 (docs/fidelity.md) is the simulation executor's alone
+    (["runtime.preset=eager-pytorch"], "runtime.preset"),
+    (["runtime.whole_token=true"], "runtime.whole_token"),
+    (["miss.writeback=true"], "miss.writeback"),
+    (["hardware.copy_engines=2", "hardware.lane_sharing=active"], "hardware.lane_sharing"),
+    (["hardware.copy_issue_us=20"], "hardware.copy_issue_us"),
 ]
 
 
@@ -111,6 +117,21 @@ def test_timeline_and_decision_log_fall_back_to_sim():
     assert pipeline.run_scenario(sc, record=True).summary["provenance"]["executor"] == "sim"
     with pytest.raises(MoesimInputError, match="timeline"):
         pipeline.run_scenario(sc, timeline=True, executor="fast")
+
+
+def test_a_cost_model_with_host_times_falls_back_to_sim():
+    """Host tables come with a (CUDA-measured) profile, not a scenario key: the cost model decides."""
+    from moesim.hardware.runtime import RuntimeCosts
+
+    p = _prepared(["trace.max_sequences=1"])
+    host = CostModel(p.profile, p.model, runtime=RuntimeCosts(launch_ms=0.005))
+    assert host.host_timeline
+    which = dict(executor=None, executor_name="sim", timeline=False, batching=True, record=False)
+    core = build_core(p)
+    assert pipeline.choose_executor(p, core, CostModel(p.profile, p.model), **which) == "fast"
+    assert pipeline.choose_executor(p, core, host, **which) == "sim"
+    with pytest.raises(MoesimInputError, match="host"):
+        pipeline.choose_executor(p, core, host, **dict(which, executor="fast"))
 
 
 def test_unknown_scenario_keys_are_covered_only_at_their_default():

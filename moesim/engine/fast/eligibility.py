@@ -9,6 +9,7 @@ or a plug-in registered from outside runs on the simulation executor.
 
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from moesim.hardware.costs import CostModel
@@ -65,7 +66,9 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def scenario_gap(sc: Any) -> str | None:
     """The first scenario setting the fast path does not model, as ``key=value``; None if all are.
     Defaults are those of ``type(sc)()`` (the scenario class's own)."""
-    default = _flat(type(sc)().to_dict())
+    base = type(sc)()
+    # every field, also those to_dict leaves out at their defaults (the runtime section)
+    default = _flat(asdict(base) if is_dataclass(base) else base.to_dict())
     for key, value in _flat(sc.to_dict()).items():
         if key in _ANY:
             continue
@@ -118,11 +121,10 @@ def run_gap(
         return f"arrivals.process={sc.arrivals.process!r} (continuous batching)"
     if costs is not None and type(costs) is not CostModel:
         return f"cost model class {type(costs).__name__}"
-    if costs is not None and (gap := cost_gap(costs)):
-        return gap
     if not miss_handler_class_ok(sc):
         return f"miss.policy={sc.miss.policy}"
-    return scenario_gap(sc) or core_gap(core)
+    # the scenario's own key names the gap best; a cost model's host tables come from its profile
+    return scenario_gap(sc) or core_gap(core) or (cost_gap(costs) if costs is not None else None)
 
 
 def cost_gap(costs: CostModel) -> str | None:
