@@ -12,7 +12,9 @@ differential tests rely on.
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -96,6 +98,20 @@ def run_pair(overrides: Mapping[str, Any]) -> tuple[RunResult, RunResult]:
     assert executor_of(sim) == "sim", executor_of(sim)
     assert executor_of(fast) == FAST, f"executor=fast ran {executor_of(fast)!r}"
     return sim, fast
+
+
+@functools.cache
+def fast_covers(**overrides: Any) -> bool:
+    """Whether ``executor: auto`` takes the fast path on a tiny scenario with ``overrides`` (for the
+    features the issue leaves optional, e.g. ``cache.policy="arc"``)."""
+    import numpy as np
+
+    from tests.helpers import random_trace
+
+    trace = random_trace(np.random.default_rng(0), 2, [3, 2], 2, 4, 1)
+    with tempfile.TemporaryDirectory(prefix="fastdiff-") as tmp:
+        base = write_inputs(Path(tmp), trace)
+        return executor_of(run({**base, "cache.capacity": 4, **overrides}, "auto")) == FAST
 
 
 # -- the comparison --------------------------------------------------------------------------------

@@ -157,6 +157,7 @@ def test_outside_miss_handler_under_the_fetch_name_falls_back(inputs, monkeypatc
 
 # -- optional in the issue: covered (and then equal) or falling back -------------------------------
 EITHER = {
+    "cache-arc": {"cache.policy": "arc"},
     "dram-tier-lru": {"tiers.dram_gb": 0.002, "tiers.dram_policy": "lru"},
     "dram-tier-lfu": {"tiers.dram_gb": 0.002, "tiers.dram_policy": "lfu", "batch": 2},
     "cancel-stale": {
