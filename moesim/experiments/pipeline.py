@@ -7,7 +7,7 @@ model). The steps::
 
     load(sc, cache)        -> Prepared          (experiments/run.py: prepare; trace via the cache)
     build_core(p)          -> PolicyCore        (a fresh policy core per run)
-    executor.run(core, p.groups()) -> RunStats  (SimExecutor or LiveExecutor)
+    executor.run(core, p.groups()) -> RunStats  (SimExecutor, FastExecutor or LiveExecutor)
     baseline_misses(...)   -> int               (the same run with no predictor: on_demand_misses)
     summarise(...)         -> RunResult         (metrics: tables, summary, extras)
 
@@ -16,6 +16,11 @@ depend on timing, so a run with a predictor that never predicts is its own basel
 baseline is replayed once per input identity and kept in the run's cache (and, for a sweep, in a
 directory its workers share). Under continuous batching who shares a step depends on time, so that
 baseline gets its own timed replay.
+
+Which simulation executor runs is ``choose_executor``'s: the scenario's ``executor`` key (or the
+caller's override), ``auto`` taking the compiled fast executor whenever it covers every setting of
+the run (``moesim.engine.fast.eligibility``) and the SimPy executor otherwise. Both give the same
+summary byte for byte, except ``provenance.executor``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from moesim.experiments.cache import RunCache
 from moesim.experiments.holdout import add_outcome_notes
 from moesim.experiments.run import Prepared, arrival_times, build_core, prepare, provenance
 from moesim.experiments.scenario import Scenario
+from moesim.errors import fail
 from moesim.hardware.costs import CostModel
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
@@ -104,6 +110,10 @@ def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
             return misses
     baseline = build_core(p, predictor_name="none")
     batcher = make_batcher(p)
+    if batcher is None and _fast_decisions_ok(p, baseline):
+        misses = _fast_baseline(p, baseline)
+        _keep_baseline(p, key, misses, store)
+        return misses
     if batcher is None:
         run_decisions(baseline, p.groups())
     else:  # who shares a step depends on time, so the baseline needs its own timed replay
@@ -120,6 +130,65 @@ def baseline_misses(p: Prepared, core: PolicyCore, prov: dict, store: Path | Non
         return on_demand_misses(p, prov, store)
     _keep_baseline(p, _baseline_key(p, prov), core.misses, store)
     return core.misses
+
+
+def _fast_decisions_ok(p: Prepared, core: PolicyCore) -> bool:
+    from moesim.engine.fast.eligibility import miss_handler_class_ok, run_gap
+
+    if p.scenario.executor == "sim" or not miss_handler_class_ok(p.scenario):
+        return False
+    return run_gap(p.scenario, core, None, timeline=False, batching=True, record=False) is None
+
+
+def _fast_baseline(p: Prepared, core: PolicyCore) -> int:
+    """The baseline's misses from the compiled decision pass (no predictions: no prediction pass)."""
+    from moesim.engine.fast.executor import run_decisions_fast
+    from moesim.engine.fast.jit import warm_kernels
+    from moesim.engine.fast.predictions import memo, plan_arrays, step_arrays
+
+    warm_kernels()
+    groups = p.groups()
+    gl = groups if isinstance(groups, list) else list(groups)
+    steps = memo(("steps", id(gl), core.L), (gl,), lambda: step_arrays(gl, core.L))
+    dec = run_decisions_fast(core, steps, plan_arrays(core.predictor, gl, 0, None))
+    return int(dec.layer_accesses.sum() - dec.layer_present.sum())
+
+
+# -- choosing the executor -------------------------------------------------------------------------
+def choose_executor(
+    p: Prepared,
+    core: PolicyCore,
+    costs: CostModel | None,
+    *,
+    executor: str | None,
+    executor_name: str,
+    timeline: bool,
+    batching: bool,
+    record: bool,
+) -> str:
+    """"fast" or "sim" for this run. ``executor`` (None: the scenario's key) is auto, sim or fast;
+    fast when asked for but not covering the run is one error line naming what it does not cover."""
+    from moesim.engine.fast.eligibility import run_gap
+
+    choice = executor or p.scenario.executor
+    if choice not in ("auto", "sim", "fast"):
+        fail(f"executor: unknown value {choice!r}; choose one of: auto, sim, fast")
+    if choice == "sim":
+        return "sim"
+    gap = "a caller-named executor label" if executor_name != "sim" else None
+    gap = gap or run_gap(p.scenario, core, costs, timeline=timeline, batching=batching, record=record)
+    if gap is None:
+        return "fast"
+    if choice == "fast":
+        fail(f"executor: the fast executor does not cover {gap}; use executor=auto or executor=sim")
+    return "sim"
+
+
+def _plan_key(p: Prepared) -> tuple:
+    """What the predictions of a run depend on besides the replayed groups (their cache key)."""
+    sc = p.scenario
+    d = sc.to_dict()
+    return (d["predictor"], d["model"], d["trace"], sc.seed, sc.batch, sc.prefill, id(p.trace), id(p.fit_trace))
 
 
 # -- the shared tail -------------------------------------------------------------------------------
@@ -152,23 +221,42 @@ def simulate(
     record: bool = False,
     timeline: bool = False,
     baselines: Path | None = None,
+    executor: str | None = None,
 ) -> RunResult:
     """Simulate ``p``. ``costs``: the cost model (default: the profile's, with the scenario's copy
     engines); ``batching=False`` replays static groups whatever the arrivals (calibration);
     ``baselines``: a directory where runs sharing it (a sweep's workers) leave and find on-demand
-    baselines."""
+    baselines; ``executor``: auto, sim or fast (None: the scenario's ``executor`` key)."""
     wall0 = time.perf_counter()
     core = build_core(p, record=record)
+    which = choose_executor(
+        p, core, costs, executor=executor, executor_name=executor_name, timeline=timeline,
+        batching=batching, record=record,
+    )  # fmt: skip
     if costs is None:
         costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
     batcher = make_batcher(p) if batching else None
-    executor = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
-    stats = executor.run(core, p.groups())
-    wall_sim = time.perf_counter() - wall0
+    counters: Any = core
+    warm_s = 0.0
+    if which == "fast":
+        from moesim.engine.fast.executor import FastExecutor
+        from moesim.engine.fast.jit import warm_kernels
+
+        t_warm = time.perf_counter()
+        warm_kernels()
+        warm_s = time.perf_counter() - t_warm  # compiling (once per process) is not simulation time
+        fast = FastExecutor(costs, p.prompt_tokens, progress=progress, plan_key=_plan_key(p))
+        stats = fast.run(core, p.groups())
+        counters = fast.counters
+        executor_name = FastExecutor.name
+    else:
+        sim = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
+        stats = sim.run(core, p.groups())
+    wall_sim = time.perf_counter() - wall0 - warm_s
     if batcher is not None:
         stats.ttft_ms = [r.first_token - r.arrival for r in batcher.requests if r.first_token >= 0]
     prov = provenance(p, executor_name, p.profile.device)
-    result = summarise(p, core, stats, prov, baselines, batcher)
+    result = summarise(p, counters, stats, prov, baselines, batcher)
     steps = result.summary["counts"]["layer_steps"]
     result.wallclock = {
         "seconds_total": round(time.perf_counter() - wall0, 4),
@@ -186,7 +274,10 @@ def run_scenario(
     record: bool = False,
     timeline: bool = False,
     baselines: Path | None = None,
+    executor: str | None = None,
 ) -> RunResult:
     """Load and simulate ``sc`` (``moesim run``, the Python API, a sweep point)."""
     p = load(sc, cache)
-    return simulate(p, progress=progress, record=record, timeline=timeline, baselines=baselines)
+    return simulate(
+        p, progress=progress, record=record, timeline=timeline, baselines=baselines, executor=executor
+    )

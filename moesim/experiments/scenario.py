@@ -99,6 +99,9 @@ class Scenario:
     prompt_tokens: int = 512  # context before the first decode step when the trace has no prefill
     refetch_window: int = 16  # decode steps within which a reload counts as a re-fetch
     seed: int = 0
+    # which executor simulates the run: auto (fast where it covers every setting, else sim), sim, fast.
+    # Not part of the run's identity (to_dict leaves it out): both give the same results.
+    executor: str = "auto"
     base_dir: str = field(default=".", metadata={"internal": True})  # relative paths resolve here
     cwd: str | None = field(default=None, metadata={"internal": True})  # then here (None: the process's)
 
@@ -125,6 +128,7 @@ class Scenario:
         d = asdict(self)
         d.pop("base_dir")
         d.pop("cwd")
+        d.pop("executor")  # how it ran, not what: summary.json records the executor that ran
         return d
 
 

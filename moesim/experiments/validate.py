@@ -65,6 +65,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache.scope": SCOPES,
     "cache.split": SPLITS,
     "arrivals.process": ("static", "poisson", "times"),
+    "executor": ("auto", "sim", "fast"),
 }
 
 

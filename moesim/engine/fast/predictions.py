@@ -1,0 +1,120 @@
+"""The prediction pass: every planning call's cut prediction list for a whole run, as CSR arrays.
+
+The covered predictors' predictions depend only on the routing they observe (never on the cache),
+so they are computed once per run by calling the predictor object in the protocol's order
+(``start``; per step ``observe`` then ``predict``, or ``predict`` then ``observe`` for one firing
+before attention) and cut as the planner cuts them (top-n + over-provisioning, then the score
+threshold). A sweep over cache sizes reuses them: ``cached_plan`` keeps the last few per
+(predictor settings, replayed groups).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+
+from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
+from moesim.traces.replay import Group
+
+
+@dataclass(frozen=True)
+class StepArrays:
+    """The replayed groups flattened: keys per layer-step (CSR), tokens per key, group bounds."""
+
+    step_ptr: np.ndarray  # (steps + 1,)
+    keys: np.ndarray  # (accesses,)
+    counts: np.ndarray  # (accesses,) tokens routed to each key (1 where a group has no counts)
+    grp_step0: np.ndarray  # (groups + 1,) first global step of each group
+    grp_tok0: np.ndarray  # (groups + 1,) first global token (decode step) of each group
+    grp_counts: np.ndarray  # (groups,) 1 where the group has per-key token counts
+    step_layer: np.ndarray  # (steps,) layer of each step
+    step_token: np.ndarray  # (steps,) global decode step of each step
+
+
+@dataclass(frozen=True)
+class PlanArrays:
+    ev_ptr: np.ndarray  # (steps + groups + 1,): group g's start is event grp_step0[g] + g, step s event s + g + 1
+    ev_keys: np.ndarray
+
+
+def step_arrays(groups: Sequence[Group], L: int) -> StepArrays:
+    lens = np.fromiter((len(st) for g in groups for st in g.steps), np.int64)
+    step_ptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=step_ptr[1:])
+    n = int(step_ptr[-1])
+    keys = np.fromiter(chain.from_iterable(st for g in groups for st in g.steps), np.int64, count=n)
+    counts = np.ones(n, np.int64)
+    nsteps = np.array([len(g.steps) for g in groups], np.int64)
+    ntok = np.array([g.num_tokens for g in groups], np.int64)
+    grp_step0 = np.zeros(len(groups) + 1, np.int64)
+    np.cumsum(nsteps, out=grp_step0[1:])
+    grp_tok0 = np.zeros(len(groups) + 1, np.int64)
+    np.cumsum(ntok, out=grp_tok0[1:])
+    grp_counts = np.zeros(len(groups), np.int8)
+    for i, g in enumerate(groups):
+        if g.counts is not None:
+            grp_counts[i] = 1
+            a, b = step_ptr[grp_step0[i]], step_ptr[grp_step0[i + 1]]
+            counts[a:b] = np.fromiter(chain.from_iterable(g.counts), np.int64, count=int(b - a))
+    local = np.arange(len(lens), dtype=np.int64) - np.repeat(grp_step0[:-1], nsteps)
+    step_layer = local % L
+    step_token = np.repeat(grp_tok0[:-1], nsteps) + local // L
+    return StepArrays(step_ptr, keys, counts, grp_step0, grp_tok0, grp_counts, step_layer, step_token)
+
+
+def plan_arrays(predictor: Predictor, groups: Sequence[Group], n_pred: int, threshold: float | None) -> PlanArrays:
+    """Call ``predictor`` as the policy core would over ``groups`` and keep each call's cut list."""
+    out = array("q")
+    ptr = array("q", [0])
+    if not predictor.predicts:  # never predicts: one empty event per group start and step
+        total = sum(len(g.steps) + 1 for g in groups)
+        return PlanArrays(np.zeros(total + 1, np.int64), np.zeros(0, np.int64))
+
+    def add(predictions: list[Prediction]) -> None:
+        for _target, keys, scores in predictions:
+            cand = keys[:n_pred]
+            if threshold is not None and scores is not None:
+                cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
+            out.extend(cand)
+        ptr.append(len(out))
+
+    pre = predictor.fires == PRE_ATTENTION
+    observe = predictor.observe if type(predictor).observe is not Predictor.observe else None
+    predict = predictor.predict
+    for group in groups:
+        add(predictor.start(group))
+        steps = group.steps
+        for s in range(len(steps)):
+            if pre:
+                add(predict(s))
+                if observe is not None:
+                    observe(s, steps[s])
+            else:
+                if observe is not None:
+                    observe(s, steps[s])
+                add(predict(s))
+    return PlanArrays(np.frombuffer(ptr, np.int64).copy(), np.frombuffer(out, np.int64).copy())
+
+
+# -- reuse across the runs of one process (a sweep's worker) ------------------------------------------
+_CACHE: OrderedDict[Hashable, tuple[object, object]] = OrderedDict()
+_CACHE_SIZE = 12
+
+
+def memo(key: Hashable, anchors: tuple, build):
+    """``build()`` kept under ``key``; ``anchors`` are the objects whose ids ``key`` holds, kept
+    alive with the entry so an id cannot be reused by another object while it is cached."""
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit[0]
+    value = build()
+    _CACHE[key] = (value, anchors)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value

@@ -1,0 +1,35 @@
+"""A tiny run through both compiled passes, with the argument types of a real run, so their
+machine code is compiled (or loaded from numba's cache) before any real run needs it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.engine.fast.decide import decide
+from moesim.engine.fast.timing import timing
+
+
+def run_tiny() -> None:
+    i64, i8 = np.int64, np.int8
+    L, E = 2, 4
+    step_ptr = np.array([0, 2, 4, 6, 8], i64)
+    keys = np.array([0, 1, 4, 5, 2, 3, 6, 7], i64)
+    step_layer = np.array([0, 1, 0, 1], i64)
+    step_token = np.array([0, 0, 1, 1], i64)
+    grp_step0 = np.array([0, 4], i64)
+    grp_tok0 = np.array([0, 2], i64)
+    ev_ptr = np.array([0, 2, 4, 4, 4, 4], i64)
+    ev_keys = np.array([0, 1, 4, 6], i64)
+    caps = np.array([4], i64)
+    nxt = np.full(len(keys), len(keys), i64)
+    first = np.arange(L * E, dtype=i64)
+    out = decide(
+        step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys, False, L, E, 0,
+        False, caps, 16, nxt, first,
+    )  # fmt: skip
+    costs = [np.full(2, 0.01) for _ in range(5)]
+    timing(
+        step_ptr, keys, out[0], out[1], np.ones(len(keys), i64), grp_step0, grp_tok0, np.zeros(1, i8),
+        out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[15], *costs, False, False,
+        False, L, E, 1, 0.5, 1000, 0.1, np.array([0.0, 0.1]),
+    )  # fmt: skip
