@@ -261,3 +261,57 @@ def test_fast_equals_sim_on_real_trace_slices(external_traces, name):
     if predictor in LEARNED:  # two sequences of different domains cannot be split
         over["predictor.replay_training"] = True
     check(_slice(trace, 2, 48), over, model)
+
+
+# -- a sweep's results table -----------------------------------------------------------------------
+SWEEP_GRID = {
+    "predictor.name": ["none", "oracle", "popularity"],
+    "cache.capacity": [4, 12],
+    "predictor.horizon": [1, 2],
+}
+EXECUTOR_COLUMN = "provenance.executor"
+
+
+def _sweep_tables(tmp_path: Path) -> dict[str, Path]:
+    from moesim.experiments.sweep import SweepPlan, run_sweep
+
+    base = write_inputs(tmp_path / "in", random_trace(np.random.default_rng(2), 3, [9, 7, 8], 3, 8, 2))
+    outs = {}
+    for executor in ("sim", "fast"):
+        sets = [f"{k}={v}" for k, v in base.items()] + [f"executor={executor}", "hardware.h2d_gbps=0.2"]
+        outcome = run_sweep(
+            SweepPlan.from_grid(None, SWEEP_GRID, sets), tmp_path / executor, jobs=1, force=True
+        )
+        assert outcome.ok, outcome.failed
+        assert set(outcome.table[EXECUTOR_COLUMN]) == {executor}
+        outs[executor] = tmp_path / executor
+    return outs
+
+
+def test_sweep_tables_equal_but_for_the_executor_column(tmp_path):
+    """The 12-point sweep's results table (CSV and Parquet) from both executors: the same bytes once
+    the column naming the executor that ran is left out of both."""
+    import pandas as pd
+
+    from moesim.metrics.table import write_table
+
+    outs = _sweep_tables(tmp_path)
+    for name, out in outs.items():
+        stripped = tmp_path / f"{name}-stripped"
+        stripped.mkdir()
+        write_table(stripped, pd.read_parquet(out / "results.parquet").drop(columns=[EXECUTOR_COLUMN]))
+    for f in ("results.csv", "results.parquet"):
+        assert (tmp_path / "sim-stripped" / f).read_bytes() == (
+            tmp_path / "fast-stripped" / f
+        ).read_bytes(), f
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14's acceptance asks for the same results-table bytes as --executor sim, but the table "
+    "flattens the summary, whose provenance.executor names the executor that ran (see FAST_BUGS.md)",
+)
+def test_sweep_table_bytes_identical_between_executors(tmp_path):
+    outs = _sweep_tables(tmp_path)
+    for f in ("results.csv", "results.parquet"):
+        assert (outs["sim"] / f).read_bytes() == (outs["fast"] / f).read_bytes(), f
