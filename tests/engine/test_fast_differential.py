@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.engine.fastdiff import assert_same, fast_covers, needs_fast, run_pair, write_inputs
+from tests.engine.fastdiff import assert_same, fast_covers, needs_fast, run, run_pair, write_inputs
 from tests.helpers import random_trace
 
 pytestmark = needs_fast
@@ -315,3 +315,37 @@ def test_sweep_table_bytes_identical_between_executors(tmp_path):
     outs = _sweep_tables(tmp_path)
     for f in ("results.csv", "results.parquet"):
         assert (outs["sim"] / f).read_bytes() == (outs["fast"] / f).read_bytes(), f
+
+
+# -- runs sharing a worker's cache (as a sweep's points do): reused predictions must fit -----------
+SHARED_CACHE_SEQUENCE = [
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.6, "cache.capacity": 6},
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.6, "cache.capacity": 14},
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.9, "cache.capacity": 14},
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.9, "cache.capacity": 14, "seed": 3},
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.9, "predictor.top_n": 1},
+    {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.9, "predictor.overprovision": 2},
+    {"predictor.name": "popularity", "cache.capacity": 6, "predictor.threshold": 0.3},
+    {"predictor.name": "popularity", "cache.capacity": 6},
+    {"predictor.name": "popularity", "cache.capacity": 6, "batch": 2},
+    {"predictor.name": "markov", "predictor.horizon": 2, "cache.scope": "per-layer", "cache.capacity": 3},
+    {"predictor.name": "markov", "predictor.horizon": 3, "cache.scope": "per-layer", "cache.capacity": 3},
+    {"predictor.name": "st-moe", "predictor.horizon": 3, "cache.policy": "belady"},
+    {"predictor.name": "st-moe", "predictor.horizon": 3, "cache.policy": "belady", "trace.max_sequences": 3},
+]
+
+
+def test_runs_sharing_a_cache_equal_fresh_simulator_runs(tmp_path):
+    """Fast runs one after another in one RunCache (a sweep worker: the trace, its groups and the
+    predictions are reused where their inputs are the same) each equal a fresh simulator run."""
+    from moesim.experiments.cache import RunCache
+    from moesim.experiments.overrides import resolve_scenario
+    from moesim.experiments.pipeline import run_scenario
+
+    trace = random_trace(np.random.default_rng(8), 5, [8, 5, 9, 6, 7], L, E, K)
+    base = {**write_inputs(tmp_path, trace), "hardware.h2d_gbps": 0.5, "predictor.replay_training": True}
+    worker = RunCache()
+    for over in SHARED_CACHE_SEQUENCE:
+        fast = run_scenario(resolve_scenario(None, None, {**base, **over, "executor": "fast"}), worker)
+        assert fast.summary["provenance"]["executor"] == "fast"
+        assert_same(run({**base, **over}, "sim"), fast, over)
