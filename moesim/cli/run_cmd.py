@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<scenario name>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    from moesim.cli.sweep_cmd import add_executor
+
+    add_executor(p)
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument(
         "--timeline",

@@ -9,6 +9,25 @@ from pathlib import Path
 from moesim.cli.progress import point_progress
 
 
+class ExecutorOverride(argparse.Action):
+    """``--executor X``: the scenario key ``executor=X``, as if given with ``--set`` (whatever the order)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.overrides = [*(getattr(namespace, "overrides", None) or []), f"executor={values}"]
+        setattr(namespace, self.dest, values)
+
+
+def add_executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("auto", "sim", "fast"),
+        action=ExecutorOverride,
+        default=None,
+        help="simulation executor: auto (default: the compiled fast one wherever it covers the scenario, "
+        "else sim), sim or fast (an error if it does not cover the scenario); same as --set executor=...",
+    )
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """Arguments shared by sweep and compare."""
     p.add_argument(
@@ -37,6 +56,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
         help="also write each point's full run directory under DIR/runs/ (for moesim report)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors and the final summary")
+    add_executor(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

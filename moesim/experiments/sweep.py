@@ -517,6 +517,12 @@ def _run_prepared(
             write_table(out, build_table(list(records.values()), plan.keys))
             last_write = time.perf_counter()
 
+    if tasks and backend == "local" and _may_run_fast(plan):
+        # Compile (or load) the fast executor's kernels once here, before the workers start: each
+        # worker then loads them from numba's on-disk cache instead of compiling its own.
+        from moesim.engine.fast.jit import warm_kernels
+
+        warm_kernels()
     if tasks:
         if backend == "ray":
             _run_ray(tasks, on_record, jobs, ray_address)
@@ -528,6 +534,12 @@ def _run_prepared(
     write_table(out, table)
     failed = [(int(r["point"]), str(r["error"])) for r in table.to_dict("records") if r["status"] != "ok"]
     return SweepOutcome(out, table, len(todo), len(finished), failed, time.perf_counter() - t0, len(shared))
+
+
+def _may_run_fast(plan: SweepPlan) -> bool:
+    """Whether a point may take the fast executor: not when every point is pinned to sim."""
+    base = [str(o).replace(" ", "") for o in plan.base]
+    return "executor=sim" not in base or any("executor" in pt for pt in plan.points)
 
 
 # -- backends --------------------------------------------------------------------------------------

@@ -50,77 +50,80 @@ class Decisions:
     bypassed: int
 
 
+# rows of the per-key state ``ks`` (one 2D array: few arguments keep numba's calls cheap)
+NXT, PRV, RES, PIN, FREQ, TICK, NU, CUR, PF, EVAT, NROWS = range(11)
+HEAD, TAIL, SIZE, CAP = range(4)  # rows of the per-pool state ``ps``
+
+
 @njit(cache=True)
-def _victim(pool, policy, head, lnext, pinned, freq, tick, nextuse):
+def _victim(pool, policy, ks, ps):
     """The pool's victim skipping pinned keys (-1: every resident pinned)."""
-    k = head[pool]
+    k = ps[HEAD, pool]
     if policy == LRU or policy == FIFO:  # oldest first
         while k >= 0:
-            if pinned[k] == 0:
+            if ks[PIN, k] == 0:
                 return k
-            k = lnext[k]
+            k = ks[NXT, k]
         return -1
     best = -1
     while k >= 0:
-        if pinned[k] == 0:
+        if ks[PIN, k] == 0:
             if best < 0:
                 best = k
             elif policy == LFU:  # least frequent, then least recently touched
-                if freq[k] < freq[best] or (freq[k] == freq[best] and tick[k] < tick[best]):
+                if ks[FREQ, k] < ks[FREQ, best] or (ks[FREQ, k] == ks[FREQ, best] and ks[TICK, k] < ks[TICK, best]):
                     best = k
-            elif nextuse[k] > nextuse[best] or (nextuse[k] == nextuse[best] and k < best):
+            elif ks[NU, k] > ks[NU, best] or (ks[NU, k] == ks[NU, best] and k < best):
                 best = k  # Belady: farthest next use, ties to the lowest key
-        k = lnext[k]
+        k = ks[NXT, k]
     return best
 
 
 @njit(cache=True)
-def _unlink(k, pool, head, tail, lnext, lprev):
-    p, n = lprev[k], lnext[k]
+def _unlink(k, pool, ks, ps):
+    p, n = ks[PRV, k], ks[NXT, k]
     if p >= 0:
-        lnext[p] = n
+        ks[NXT, p] = n
     else:
-        head[pool] = n
+        ps[HEAD, pool] = n
     if n >= 0:
-        lprev[n] = p
+        ks[PRV, n] = p
     else:
-        tail[pool] = p
-    lnext[k] = -1
-    lprev[k] = -1
+        ps[TAIL, pool] = p
 
 
 @njit(cache=True)
-def _append(k, pool, head, tail, lnext, lprev):
-    t = tail[pool]
-    lprev[k] = t
-    lnext[k] = -1
+def _append(k, pool, ks, ps):
+    t = ps[TAIL, pool]
+    ks[PRV, k] = t
+    ks[NXT, k] = -1
     if t >= 0:
-        lnext[t] = k
+        ks[NXT, t] = k
     else:
-        head[pool] = k
-    tail[pool] = k
+        ps[HEAD, pool] = k
+    ps[TAIL, pool] = k
 
 
 @njit(cache=True)
-def _insert(key, nu, prefetch, pool, cap, policy, st, head, tail, lnext, lprev, size, resident, pinned, freq, tick, nextuse):
+def _insert(key, nu, prefetch, pool, policy, ks, ps, st):
     """Admit ``key`` (next use ``nu`` for Belady). Returns the victim, -1 for none, -2 if no slot."""
     victim = -1
-    if size[pool] >= cap:
-        victim = _victim(pool, policy, head, lnext, pinned, freq, tick, nextuse)
+    if ps[SIZE, pool] >= ps[CAP, pool]:
+        victim = _victim(pool, policy, ks, ps)
         if victim < 0:
             return -2
-        _unlink(victim, pool, head, tail, lnext, lprev)
-        resident[victim] = 0
-        size[pool] -= 1
-    _append(key, pool, head, tail, lnext, lprev)
-    resident[key] = 1
-    size[pool] += 1
+        _unlink(victim, pool, ks, ps)
+        ks[RES, victim] = 0
+        ps[SIZE, pool] -= 1
+    _append(key, pool, ks, ps)
+    ks[RES, key] = 1
+    ps[SIZE, pool] += 1
     if policy == LFU:
         st[0] += 1
-        freq[key] = 0 if prefetch else 1
-        tick[key] = st[0]
+        ks[FREQ, key] = 0 if prefetch else 1
+        ks[TICK, key] = st[0]
     elif policy == BELADY:
-        nextuse[key] = nu
+        ks[NU, key] = nu
     return victim
 
 
@@ -130,27 +133,27 @@ def decide(
     fires_pre, L, E, policy, layered, caps, window, nxt_acc, first,
 ):  # fmt: skip
     """Plan events: group ``g``'s start is event ``grp_step0[g] + g``, its step ``s`` (global)
-    event ``s + g + 1`` (the step's pre-attention or after-gate plan, by ``fires_pre``)."""
+    event ``s + g + 1`` (the step's pre-attention or after-gate plan, by ``fires_pre``).
+
+    One loop over the core's calls in order (per group: the start plan; per step two calls, the
+    plan and the gate in the order ``fires_pre`` says), all in one function: numba's calls with
+    array arguments cost more than the work of a call here."""
     nsteps = len(step_ptr) - 1
     nacc = len(keys)
     G = len(grp_step0) - 1
     K = L * E
     P = len(caps)
     nev = len(ev_ptr) - 1
-    head = np.full(P, -1, np.int64)
-    tail = np.full(P, -1, np.int64)
-    size = np.zeros(P, np.int64)
-    lnext = np.full(K, -1, np.int64)
-    lprev = np.full(K, -1, np.int64)
-    resident = np.zeros(K, np.int8)
-    pinned = np.zeros(K, np.int8)
+    ks = np.zeros((NROWS, K), np.int64)
+    ks[NXT, :] = -1
+    ks[PRV, :] = -1
+    ks[CUR, :] = first  # per key: its first demand position not yet replayed
+    ks[EVAT, :] = _NEVER_EVICTED
+    ps = np.zeros((4, P), np.int64)
+    ps[HEAD, :] = -1
+    ps[TAIL, :] = -1
+    ps[CAP, :] = caps
     added = np.zeros(K, np.int64)
-    freq = np.zeros(K, np.int64)
-    tick = np.zeros(K, np.int64)
-    nextuse = np.zeros(K, np.int64)
-    cur_next = first.copy()  # per key: its first demand position not yet replayed
-    prefetched = np.zeros(K, np.int8)
-    evicted_at = np.full(K, _NEVER_EVICTED, np.int64)
     st = np.zeros(1, np.int64)  # LFU's tick counter
     acc_hit = np.zeros(nacc, np.int8)
     acc_pf = np.zeros(nacc, np.int8)
@@ -167,122 +170,109 @@ def decide(
     l_issued = np.zeros(L, np.int64)
     l_useful = np.zeros(L, np.int64)
     l_ev = np.zeros(L, np.int64)
-    cnt = np.zeros(6, np.int64)  # loads, plan evps, gate evps, unused, refetches, bypassed
-    evictions = 0
+    n_load = n_pevp = n_gevp = unused = refetches = bypassed = evictions = 0
     for g in range(G):
         s0, s1 = grp_step0[g], grp_step0[g + 1]
-        # the group's first predictions
-        evictions = _plan(s0 + g, step_ptr[s0], grp_tok0[g], ev_ptr, ev_keys, E, policy, layered, caps,
-                          window, nacc, st, head, tail, lnext, lprev, size, resident, pinned, added, freq,
-                          tick, nextuse, cur_next, prefetched, evicted_at, load_ptr, load_keys, pevp_ptr,
-                          pevp_keys, l_issued, l_ev, cnt, evictions)  # fmt: skip
-        for s in range(s0, s1):
-            e = s + g + 1
-            layer = step_layer[s]
-            token = step_token[s]
-            p0, p1 = step_ptr[s], step_ptr[s + 1]
-            if fires_pre:
-                evictions = _plan(e, p0, token, ev_ptr, ev_keys, E, policy, layered, caps, window, nacc,
-                                  st, head, tail, lnext, lprev, size, resident, pinned, added, freq, tick,
-                                  nextuse, cur_next, prefetched, evicted_at, load_ptr, load_keys, pevp_ptr,
-                                  pevp_keys, l_issued, l_ev, cnt, evictions)  # fmt: skip
-            for i in range(p0, p1):
-                pinned[keys[i]] = 1
-            nh = 0
-            for i in range(p0, p1):
-                key = keys[i]
-                pool = key // E if layered else 0
-                nu = nxt_acc[i] if nxt_acc[i] < nacc else NEVER
-                if resident[key] == 1:
-                    if policy == LRU:
-                        _unlink(key, pool, head, tail, lnext, lprev)
-                        _append(key, pool, head, tail, lnext, lprev)
-                    elif policy == LFU:
-                        st[0] += 1
-                        freq[key] += 1
-                        tick[key] = st[0]
-                    elif policy == BELADY:
-                        nextuse[key] = nu
-                    acc_hit[i] = 1
-                    nh += 1
-                    if prefetched[key] == 1:
-                        prefetched[key] = 0
-                        acc_pf[i] = 1
-                        l_useful[layer] += 1
-                else:
-                    v = _insert(key, nu, False, pool, caps[pool], policy, st, head, tail, lnext, lprev,
-                                size, resident, pinned, freq, tick, nextuse)  # fmt: skip
-                    if v == -2:
-                        cnt[5] += 1  # no evictable slot: streamed through
-                    else:
+        for op in range(1 + 2 * (s1 - s0)):
+            if op == 0:  # the group's first predictions
+                is_plan = True
+                s = s0
+                e = s0 + g
+                pos = step_ptr[s0]
+                token = grp_tok0[g]
+            else:
+                s = s0 + (op - 1) // 2
+                first_op = (op - 1) % 2 == 0
+                is_plan = first_op == fires_pre
+                e = s + g + 1
+                pos = step_ptr[s] if fires_pre else step_ptr[s + 1]
+                token = step_token[s]
+            if is_plan:  # PolicyCore._plan over the event's cut predictions
+                na = 0
+                for i in range(ev_ptr[e], ev_ptr[e + 1]):
+                    key = ev_keys[i]
+                    if ks[RES, key] == 0:
+                        pool = key // E if layered else 0
+                        nu = ks[CUR, key] if ks[CUR, key] < nacc else NEVER
+                        v = _insert(key, nu, True, pool, policy, ks, ps, st)
+                        if v == -2:
+                            continue  # no slot: the prediction is dropped (and not pinned)
                         if v >= 0:
                             evictions += 1
                             l_ev[v // E] += 1
-                            evicted_at[v] = token
-                            if prefetched[v] == 1:
-                                prefetched[v] = 0
-                                cnt[3] += 1
-                                gevp_keys[cnt[2]] = v
-                                cnt[2] += 1
-                        if token - evicted_at[key] <= window:
-                            cnt[4] += 1
-                cur_next[key] = nxt_acc[i]
-            gevp_ptr[s + 1] = cnt[2]
-            l_acc[layer] += p1 - p0
-            l_present[layer] += nh
-            if not fires_pre:
-                evictions = _plan(e, p1, token, ev_ptr, ev_keys, E, policy, layered, caps, window, nacc,
-                                  st, head, tail, lnext, lprev, size, resident, pinned, added, freq, tick,
-                                  nextuse, cur_next, prefetched, evicted_at, load_ptr, load_keys, pevp_ptr,
-                                  pevp_keys, l_issued, l_ev, cnt, evictions)  # fmt: skip
-            for i in range(p0, p1):
-                pinned[keys[i]] = 0
-            cum_ev[s] = evictions
-            cum_rf[s] = cnt[4]
-    finish = np.nonzero(prefetched)[0].astype(np.int64)
-    cnt[3] += len(finish)
-    return (acc_hit, acc_pf, load_ptr, load_keys[: cnt[0]], pevp_ptr, pevp_keys[: cnt[1]], gevp_ptr,
-            gevp_keys[: cnt[2]], cum_ev, cum_rf, l_acc, l_present, l_issued, l_useful, l_ev, finish,
-            cnt[3], cnt[4], cnt[5])  # fmt: skip
-
-
-@njit(cache=True)
-def _plan(e, pos, token, ev_ptr, ev_keys, E, policy, layered, caps, window, nacc, st, head, tail, lnext,
-          lprev, size, resident, pinned, added, freq, tick, nextuse, cur_next, prefetched, evicted_at,
-          load_ptr, load_keys, pevp_ptr, pevp_keys, l_issued, l_ev, cnt, evictions):  # fmt: skip
-    """One planning call (``PolicyCore._plan``) over event ``e``'s cut predictions; returns the
-    evictions so far."""
-    na = 0
-    for i in range(ev_ptr[e], ev_ptr[e + 1]):
-        key = ev_keys[i]
-        if resident[key] == 0:
-            pool = key // E if layered else 0
-            nu = cur_next[key] if cur_next[key] < nacc else NEVER
-            v = _insert(key, nu, True, pool, caps[pool], policy, st, head, tail, lnext, lprev, size,
-                        resident, pinned, freq, tick, nextuse)  # fmt: skip
-            if v == -2:
-                continue  # no slot: the prediction is dropped (and not pinned)
-            if v >= 0:
-                evictions += 1
-                l_ev[v // E] += 1
-                evicted_at[v] = token
-                if prefetched[v] == 1:
-                    prefetched[v] = 0
-                    cnt[3] += 1
-                    pevp_keys[cnt[1]] = v
-                    cnt[1] += 1
-            if token - evicted_at[key] <= window:
-                cnt[4] += 1
-            prefetched[key] = 1
-            load_keys[cnt[0]] = key
-            cnt[0] += 1
-            l_issued[key // E] += 1
-        if pinned[key] == 0:
-            pinned[key] = 1
-            added[na] = key
-            na += 1
-    for j in range(na):
-        pinned[added[j]] = 0
-    load_ptr[e + 1] = cnt[0]
-    pevp_ptr[e + 1] = cnt[1]
-    return evictions
+                            ks[EVAT, v] = token
+                            if ks[PF, v] == 1:
+                                ks[PF, v] = 0
+                                unused += 1
+                                pevp_keys[n_pevp] = v
+                                n_pevp += 1
+                        if token - ks[EVAT, key] <= window:
+                            refetches += 1
+                        ks[PF, key] = 1
+                        load_keys[n_load] = key
+                        n_load += 1
+                        l_issued[key // E] += 1
+                    if ks[PIN, key] == 0:
+                        ks[PIN, key] = 1
+                        added[na] = key
+                        na += 1
+                for j in range(na):  # the plan's own pins end with it
+                    ks[PIN, added[j]] = 0
+                load_ptr[e + 1] = n_load
+                pevp_ptr[e + 1] = n_pevp
+            else:  # PolicyCore.gate: the step's demand accesses, its keys pinned
+                layer = step_layer[s]
+                p0, p1 = step_ptr[s], step_ptr[s + 1]
+                for i in range(p0, p1):
+                    ks[PIN, keys[i]] = 1
+                nh = 0
+                for i in range(p0, p1):
+                    key = keys[i]
+                    pool = key // E if layered else 0
+                    nu = nxt_acc[i] if nxt_acc[i] < nacc else NEVER
+                    if ks[RES, key] == 1:
+                        if policy == LRU:
+                            _unlink(key, pool, ks, ps)
+                            _append(key, pool, ks, ps)
+                        elif policy == LFU:
+                            st[0] += 1
+                            ks[FREQ, key] += 1
+                            ks[TICK, key] = st[0]
+                        elif policy == BELADY:
+                            ks[NU, key] = nu
+                        acc_hit[i] = 1
+                        nh += 1
+                        if ks[PF, key] == 1:
+                            ks[PF, key] = 0
+                            acc_pf[i] = 1
+                            l_useful[layer] += 1
+                    else:
+                        v = _insert(key, nu, False, pool, policy, ks, ps, st)
+                        if v == -2:
+                            bypassed += 1  # no evictable slot: streamed through
+                        else:
+                            if v >= 0:
+                                evictions += 1
+                                l_ev[v // E] += 1
+                                ks[EVAT, v] = token
+                                if ks[PF, v] == 1:
+                                    ks[PF, v] = 0
+                                    unused += 1
+                                    gevp_keys[n_gevp] = v
+                                    n_gevp += 1
+                            if token - ks[EVAT, key] <= window:
+                                refetches += 1
+                    ks[CUR, key] = nxt_acc[i]
+                gevp_ptr[s + 1] = n_gevp
+                l_acc[layer] += p1 - p0
+                l_present[layer] += nh
+            if op > 0 and (op - 1) % 2 == 1:  # end of the step: its pins go
+                for i in range(step_ptr[s], step_ptr[s + 1]):
+                    ks[PIN, keys[i]] = 0
+                cum_ev[s] = evictions
+                cum_rf[s] = refetches
+    finish = np.nonzero(ks[PF])[0].astype(np.int64)
+    unused += len(finish)
+    return (acc_hit, acc_pf, load_ptr, load_keys[:n_load], pevp_ptr, pevp_keys[:n_pevp], gevp_ptr,
+            gevp_keys[:n_gevp], cum_ev, cum_rf, l_acc, l_present, l_issued, l_useful, l_ev, finish,
+            unused, refetches, bypassed)  # fmt: skip

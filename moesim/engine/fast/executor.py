@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim.engine.fast.decide import POLICY_CODES, Decisions, decide
 from moesim.engine.fast.eligibility import CACHE_CLASSES
-from moesim.engine.fast.predictions import PlanArrays, StepArrays, memo, plan_arrays, step_arrays
+from moesim.engine.fast.predictions import PlanArrays, StepArrays, memo, plan_arrays, routing_plan, step_arrays
 from moesim.engine.fast.timing import timing
 from moesim.hardware.costs import CostModel
 from moesim.metrics.stats import RunStats
@@ -153,7 +153,7 @@ class FastExecutor:
         steps = memo(("steps", id(gl), L), (gl,), lambda: step_arrays(gl, L))
         pred = core.predictor
         n_pred, thr = core._n_pred, core._threshold
-        build = lambda: plan_arrays(pred, gl, n_pred, thr)  # noqa: E731
+        build = lambda: routing_plan(pred, steps, L, n_pred, thr) or plan_arrays(pred, gl, n_pred, thr)  # noqa: E731
         if self.plan_key is not None and isinstance(groups, list):
             key = ("plan", id(gl), json.dumps(self.plan_key, sort_keys=True, default=str), n_pred, thr)
             plan = memo(key, (gl,), build)

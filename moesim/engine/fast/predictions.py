@@ -18,8 +18,16 @@ from itertools import chain
 
 import numpy as np
 
+from moesim.engine.fast import jit  # noqa: F401  (sets numba's cache folder before the kernels)
 from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
+from moesim.policies.predictors.oracle import Oracle
+from moesim.policies.predictors.popularity import Popularity
+from moesim.policies.predictors.prev_token import PreviousToken
 from moesim.traces.replay import Group
+
+from numba import njit  # isort: skip
+
+ORACLE, PREV_TOKEN, TABLE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,83 @@ def step_arrays(groups: Sequence[Group], L: int) -> StepArrays:
     step_layer = local % L
     step_token = np.repeat(grp_tok0[:-1], nsteps) + local // L
     return StepArrays(step_ptr, keys, counts, grp_step0, grp_tok0, grp_counts, step_layer, step_token)
+
+
+@njit(cache=True)
+def _routing_plan(step_ptr, keys, grp_step0, mode, h, L, n_cut, table, table_len):
+    """The cut predictions of the predictors whose plan is a copy of known rows (their classes'
+    ``start`` and ``predict``, restated): the oracle (step ``s + h``'s keys), previous-token (step
+    ``s + h - L``'s, once observed) and a static per-layer table (popularity's ranking)."""
+    G = len(grp_step0) - 1
+    nev = len(step_ptr) - 1 + G
+    ptr = np.zeros(nev + 1, np.int64)
+    cap = 0
+    for g in range(G):
+        n = grp_step0[g + 1] - grp_step0[g]
+        cap += (n + min(h, n)) * max(n_cut, table.shape[1] if mode == TABLE else 0)
+    out = np.empty(cap, np.int64)
+    m = 0
+    e = 0
+    for g in range(G):
+        s0 = grp_step0[g]
+        n = grp_step0[g + 1] - s0
+        for op in range(n + 1):  # op 0: the group's start; op j: after step j - 1
+            if op == 0:
+                lo, hi = 0, (min(h, n) if mode != PREV_TOKEN else 0)  # start: targets 0 .. h-1
+            else:
+                s = op - 1
+                t = s + h - L if mode == PREV_TOKEN else s + h
+                ok = (0 <= t <= s) if mode == PREV_TOKEN else (t < n)
+                lo, hi = (t, t + 1) if ok else (0, 0)
+            for t in range(lo, hi):
+                if mode == TABLE:
+                    row = t % L
+                    for j in range(min(n_cut, table_len[row])):
+                        out[m] = table[row, j]
+                        m += 1
+                else:
+                    a = step_ptr[s0 + t]
+                    b = min(step_ptr[s0 + t + 1], a + n_cut)
+                    for i in range(a, b):
+                        out[m] = keys[i]
+                        m += 1
+            e += 1
+            ptr[e] = m
+    return ptr, out[:m]
+
+
+def routing_plan(
+    predictor: Predictor, steps: StepArrays, L: int, n_pred: int, threshold: float | None
+) -> PlanArrays | None:
+    """``plan_arrays`` for the oracle, previous-token and popularity predictors, compiled; None for
+    any other class (exact class: a subclass may predict otherwise)."""
+    cls = type(predictor)
+    table = np.zeros((1, 1), np.int64)
+    table_len = np.zeros(1, np.int64)
+    if cls is Oracle:
+        mode = ORACLE
+    elif cls is PreviousToken:
+        mode = PREV_TOKEN
+    elif cls is Popularity:
+        mode = TABLE
+        rows = []
+        for keys, scores in zip(predictor._ranked, predictor._scores):
+            cand = keys[:n_pred]
+            if threshold is not None:
+                cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
+            rows.append(cand)
+        width = max(1, max(len(r) for r in rows))
+        table = np.zeros((L, width), np.int64)
+        table_len = np.array([len(r) for r in rows], np.int64)
+        for i, r in enumerate(rows):
+            table[i, : len(r)] = r
+    else:
+        return None
+    h = int(predictor.h)
+    ptr, out = _routing_plan(
+        steps.step_ptr, steps.keys, steps.grp_step0, mode, h, L, n_pred, table, table_len
+    )
+    return PlanArrays(ptr, out)
 
 
 def plan_arrays(predictor: Predictor, groups: Sequence[Group], n_pred: int, threshold: float | None) -> PlanArrays:

@@ -20,6 +20,16 @@ from numba import njit  # isort: skip
 PENDING, STARTED, CANCELLED = 0, 1, 2
 
 
+# Few array arguments per call keep numba's calls cheap (each array argument costs reference
+# counting), so the state is packed: transfers ``T[ISSUE|END, tr]`` and ``S[tr]`` (state), queue
+# counters ``c[QH|QT]``, per-layer integer columns ``LS[row, layer]``. A prefetch's id is its place
+# in the FIFO queue (so the queue needs no array); the demand copy of key ``k`` reuses id
+# ``n_prefetches + k`` (the previous one of that key is done with: the key missed).
+ISSUE, END = 0, 1
+QH, QT = 0, 1
+LATE, BDEM, BPF, BWASTED, WASTED, CANCEL = range(6)
+
+
 @njit(cache=True)
 def _lane(free):
     """``free.index(min(free))``: the first lane free soonest."""
@@ -31,76 +41,72 @@ def _lane(free):
 
 
 @njit(cache=True)
-def _advance(now, free, q, qs, tr_issue, tr_start, tr_end, tr_state, dur):
-    """Start every queued prefetch a lane would have started by ``now``."""
-    while qs[0] < qs[1]:
+def _advance(now, free, T, S, c, dur):
+    """``CopyEngine.advance``: start every queued prefetch a lane would have started by ``now``."""
+    while c[QH] < c[QT]:
         lane = _lane(free)
         f = free[lane]
         if f > now:
             return
-        tr = q[qs[0]]
-        if tr_state[tr] != PENDING:
-            qs[0] += 1
+        tr = c[QH]
+        if S[tr] != PENDING:
+            c[QH] += 1
             continue
-        start = f if f > tr_issue[tr] else tr_issue[tr]
+        start = f if f > T[ISSUE, tr] else T[ISSUE, tr]
         if start > now:
             return
-        qs[0] += 1
-        tr_start[tr] = start
-        tr_end[tr] = start + dur
+        c[QH] += 1
+        T[END, tr] = start + dur
         free[lane] = start + dur
-        tr_state[tr] = STARTED
+        S[tr] = STARTED
 
 
 @njit(cache=True)
-def _schedule(tr, now, free, tr_issue, tr_start, tr_end, tr_state, dur):
+def _schedule(tr, now, free, T, S, dur):
+    """``CopyEngine.schedule``: a demand copy (or a promoted prefetch) on the first free lane."""
     lane = _lane(free)
     start = free[lane] if free[lane] > now else now
-    if tr_issue[tr] > start:
-        start = tr_issue[tr]
-    tr_start[tr] = start
-    tr_end[tr] = start + dur
+    if T[ISSUE, tr] > start:
+        start = T[ISSUE, tr]
+    T[END, tr] = start + dur
     free[lane] = start + dur
-    tr_state[tr] = STARTED
+    S[tr] = STARTED
 
 
 @njit(cache=True)
-def _issue(e, now, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes, dur, free, q, qs, inflight,
-           tr_issue, tr_start, tr_end, tr_state, ntr, l_bpf, l_wasted, l_bwasted, l_cancel, h2d):  # fmt: skip
-    """``SimExecutor._issue_prefetches`` for plan event ``e`` at ``now``; returns the H2D bytes."""
-    for i in range(pevp_ptr[e], pevp_ptr[e + 1]):
-        h2d = _evict(pevp_keys[i], now, E, nbytes, dur, free, q, qs, inflight, tr_issue, tr_start, tr_end,
-                     tr_state, l_bpf, l_wasted, l_bwasted, l_cancel, h2d)  # fmt: skip
-    n = load_ptr[e + 1] - load_ptr[e]
-    for i in range(load_ptr[e], load_ptr[e + 1]):
-        key = load_keys[i]
-        tr = ntr[0]
-        ntr[0] += 1
-        tr_issue[tr] = now
-        tr_state[tr] = PENDING
-        q[qs[1]] = tr
-        qs[1] += 1
-        inflight[key] = tr
-        l_bpf[key // E] += nbytes
-    return h2d + nbytes * n
-
-
-@njit(cache=True)
-def _evict(key, now, E, nbytes, dur, free, q, qs, inflight, tr_issue, tr_start, tr_end, tr_state, l_bpf,
-           l_wasted, l_bwasted, l_cancel, h2d):  # fmt: skip
-    """An undemanded prefetch evicted: cancelled if its copy has not started by ``now``, else wasted."""
+def _evict(key, now, E, nbytes, dur, free, T, S, c, inflight, LS):
+    """An undemanded prefetch evicted: cancelled if its copy has not started by ``now``, else
+    wasted. Returns the bytes taken off the host-to-GPU total."""
     tr = inflight[key]
     inflight[key] = -1
-    _advance(now, free, q, qs, tr_issue, tr_start, tr_end, tr_state, dur)
+    _advance(now, free, T, S, c, dur)
     layer = key // E
-    if tr_state[tr] == PENDING:
-        tr_state[tr] = CANCELLED
-        l_cancel[layer] += 1
-        l_bpf[layer] -= nbytes
-        return h2d - nbytes
-    l_wasted[layer] += 1
-    l_bwasted[layer] += nbytes
-    return h2d
+    if S[tr] == PENDING:
+        S[tr] = CANCELLED
+        LS[CANCEL, layer] += 1
+        LS[BPF, layer] -= nbytes
+        return nbytes
+    LS[WASTED, layer] += 1
+    LS[BWASTED, layer] += nbytes
+    return 0
+
+
+@njit(cache=True)
+def _issue(e, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS):
+    """``SimExecutor._issue_prefetches`` for plan event ``e`` at ``now``; returns the change in
+    host-to-GPU bytes."""
+    d = 0
+    for i in range(EP[1, e], EP[1, e + 1]):
+        d -= _evict(pevp_keys[i], now, E, nbytes, dur, free, T, S, c, inflight, LS)
+    for i in range(EP[0, e], EP[0, e + 1]):
+        key = load_keys[i]
+        tr = c[QT]  # = i: prefetches are issued in event order
+        c[QT] += 1
+        T[ISSUE, tr] = now
+        S[tr] = PENDING
+        inflight[key] = tr
+        LS[BPF, key // E] += nbytes
+    return d + nbytes * (EP[0, e + 1] - EP[0, e])
 
 
 @njit(cache=True)
@@ -139,14 +145,13 @@ def timing(
     G = len(grp_step0) - 1
     K = L * E
     ntok = grp_tok0[G]
-    ntr_max = len(load_keys) + len(keys)
-    tr_issue = np.zeros(ntr_max, np.float64)
-    tr_start = np.full(ntr_max, -1.0)
-    tr_end = np.full(ntr_max, -1.0)
-    tr_state = np.zeros(ntr_max, np.int8)
-    ntr = np.zeros(1, np.int64)
-    q = np.empty(max(len(load_keys), 1), np.int64)
-    qs = np.zeros(2, np.int64)  # queue head, tail
+    n_load = len(load_keys)
+    T = np.empty((2, n_load + K), np.float64)
+    S = np.empty(n_load + K, np.int8)
+    c = np.zeros(2, np.int64)
+    EP = np.empty((2, len(load_ptr)), np.int64)
+    EP[0, :] = load_ptr
+    EP[1, :] = pevp_ptr
     free = np.zeros(lanes, np.float64)
     inflight = np.full(K, -1, np.int64)
     n_pf = 0
@@ -155,19 +160,13 @@ def timing(
     lead = np.empty(n_pf, np.float64)
     slack = np.empty(n_pf, np.float64)
     n_lead = 0
-    n_slack = 0
     pf_late = 0
     tok_lat = np.zeros(ntok)
     tok_comp = np.zeros(ntok)
     tok_stall = np.zeros(ntok)
     tok_int = np.zeros((ntok, 6), np.int64)  # hits, late, misses, bytes, evictions, refetches
-    l_late = np.zeros(L, np.int64)
+    LS = np.zeros((6, L), np.int64)
     l_stall = np.zeros(L, np.float64)
-    l_bdem = np.zeros(L, np.int64)
-    l_bpf = np.zeros(L, np.int64)
-    l_bwasted = np.zeros(L, np.int64)
-    l_wasted = np.zeros(L, np.int64)
-    l_cancel = np.zeros(L, np.int64)
     kmax = 1
     for s in range(len(step_ptr) - 1):
         kmax = max(kmax, step_ptr[s + 1] - step_ptr[s])
@@ -185,9 +184,7 @@ def timing(
         t_stall = 0.0
         t_comp = 0.0
         t_hits = t_late = t_miss = 0
-        h2d = _issue(s0 + g, now, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes, dur, free, q, qs,
-                     inflight, tr_issue, tr_start, tr_end, tr_state, ntr, l_bpf, l_wasted, l_bwasted,
-                     l_cancel, h2d)  # fmt: skip
+        h2d += _issue(s0 + g, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS)
         tok_start = now
         tok = 0
         for s in range(s0, s1):
@@ -198,17 +195,16 @@ def timing(
                 tok = grp_tok0[g] + local // L
             pred = c_pred[tok]
             t_norm = t0 + c_norm[tok]
+            e = s + g + 1
             if fires_pre:
-                h2d = _issue(s + g + 1, t_norm + pred, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes,
-                             dur, free, q, qs, inflight, tr_issue, tr_start, tr_end, tr_state, ntr, l_bpf,
-                             l_wasted, l_bwasted, l_cancel, h2d)  # fmt: skip
+                h2d += _issue(e, t_norm + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
+                              inflight, LS)  # fmt: skip
                 if pred_on_gpu:
                     t_norm += pred
             t_gate = t_norm + c_attn[tok] + c_gate[tok]
             for i in range(gevp_ptr[s], gevp_ptr[s + 1]):
-                h2d = _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, q, qs, inflight, tr_issue, tr_start,
-                             tr_end, tr_state, l_bpf, l_wasted, l_bwasted, l_cancel, h2d)  # fmt: skip
-            _advance(t_gate, free, q, qs, tr_issue, tr_start, tr_end, tr_state, dur)
+                h2d -= _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, T, S, c, inflight, LS)
+            _advance(t_gate, free, T, S, c, dur)
             p0, p1 = step_ptr[s], step_ptr[s + 1]
             late = 0
             n_done = 0
@@ -216,7 +212,11 @@ def timing(
             present = 0
             n_miss = 0
             if not counts:  # SimExecutor._gate_fast
-                idle = qs[0] == qs[1] and np.max(free) <= t_gate
+                idle = c[QH] == c[QT]
+                if idle:
+                    for j in range(lanes):
+                        if free[j] > t_gate:
+                            idle = False
                 for i in range(p0, p1):
                     if acc_hit[i] == 0:
                         continue
@@ -225,25 +225,23 @@ def timing(
                     if idle:
                         n_done += 1
                         if acc_pf[i] == 1:
-                            lead[n_lead] = t_gate - tr_issue[tr]
+                            lead[n_lead] = t_gate - T[ISSUE, tr]
+                            slack[n_lead] = t_gate - T[END, tr]
                             n_lead += 1
-                            slack[n_slack] = t_gate - tr_end[tr]
-                            n_slack += 1
                         continue
                     if tr < 0:  # preloaded with the model
                         n_done += 1
                         continue
-                    if tr_state[tr] == PENDING:
-                        _schedule(tr, t_gate, free, tr_issue, tr_start, tr_end, tr_state, dur)
+                    if S[tr] == PENDING:
+                        _schedule(tr, t_gate, free, T, S, dur)
                         late += 1
-                    elif tr_end[tr] > t_gate:
+                    elif T[END, tr] > t_gate:
                         late += 1
-                    end = tr_end[tr]
+                    end = T[END, tr]
                     if acc_pf[i] == 1:
-                        lead[n_lead] = t_gate - tr_issue[tr]
+                        lead[n_lead] = t_gate - T[ISSUE, tr]
+                        slack[n_lead] = t_gate - end
                         n_lead += 1
-                        slack[n_slack] = t_gate - end
-                        n_slack += 1
                         if end > t_gate:
                             pf_late += 1
                     if end > t_gate:
@@ -256,18 +254,16 @@ def timing(
                     if acc_hit[i] == 1:
                         continue
                     n_miss += 1
-                    tr = ntr[0]
-                    ntr[0] += 1
-                    tr_issue[tr] = t_gate
-                    if lanes == 1:
-                        tr_start[tr] = lane_f
+                    tr = n_load + keys[i]
+                    T[ISSUE, tr] = t_gate
+                    if lanes == 1:  # CopyEngine.submit_demands' one-lane loop
                         lane_f = lane_f + dur
-                        tr_end[tr] = lane_f
-                        tr_state[tr] = STARTED
+                        T[END, tr] = lane_f
+                        S[tr] = STARTED
                     else:
-                        _schedule(tr, t_gate, free, tr_issue, tr_start, tr_end, tr_state, dur)
+                        _schedule(tr, t_gate, free, T, S, dur)
                     inflight[keys[i]] = tr
-                    rr[nr] = tr_end[tr]
+                    rr[nr] = T[END, tr]
                     nr += 1
                 if lanes == 1 and n_miss > 0:
                     free[0] = lane_f
@@ -283,42 +279,38 @@ def timing(
                         rk[nr] = key
                         nr += 1
                         continue
-                    if tr_state[tr] == PENDING:
-                        _schedule(tr, t_gate, free, tr_issue, tr_start, tr_end, tr_state, dur)
+                    if S[tr] == PENDING:
+                        _schedule(tr, t_gate, free, T, S, dur)
                         late += 1
-                    elif tr_end[tr] > t_gate:
+                    elif T[END, tr] > t_gate:
                         late += 1
                     if acc_pf[i] == 1:
-                        lead[n_lead] = t_gate - tr_issue[tr]
-                        n_lead += 1
-                        if tr_end[tr] > t_gate:
+                        lead[n_lead] = t_gate - T[ISSUE, tr]
+                        if T[END, tr] > t_gate:
                             pf_late += 1
-                        slack[n_slack] = t_gate - tr_end[tr]
-                        n_slack += 1
-                    rr[nr] = tr_end[tr]
+                        slack[n_lead] = t_gate - T[END, tr]
+                        n_lead += 1
+                    rr[nr] = T[END, tr]
                     rk[nr] = key
                     nr += 1
                 for i in range(p0, p1):
                     if acc_hit[i] == 1:
                         continue
                     n_miss += 1
-                    tr = ntr[0]
-                    ntr[0] += 1
-                    tr_issue[tr] = t_gate
-                    _schedule(tr, t_gate, free, tr_issue, tr_start, tr_end, tr_state, dur)
+                    tr = n_load + keys[i]
+                    T[ISSUE, tr] = t_gate
+                    _schedule(tr, t_gate, free, T, S, dur)
                     inflight[keys[i]] = tr
-                    rr[nr] = tr_end[tr]
+                    rr[nr] = T[END, tr]
                     rk[nr] = keys[i]
                     nr += 1
             demand = n_miss * nbytes
-            l_bdem[layer] += demand
+            LS[BDEM, layer] += demand
             h2d += demand
             # compute: the after-gate plan's copies, then the experts
-            e = s + g + 1
-            if not fires_pre and (load_ptr[e + 1] > load_ptr[e] or pevp_ptr[e + 1] > pevp_ptr[e]):
-                h2d = _issue(e, t_gate + pred, load_ptr, load_keys, pevp_ptr, pevp_keys, E, nbytes, dur, free,
-                             q, qs, inflight, tr_issue, tr_start, tr_end, tr_state, ntr, l_bpf, l_wasted,
-                             l_bwasted, l_cancel, h2d)  # fmt: skip
+            if not fires_pre and (EP[0, e + 1] > EP[0, e] or EP[1, e + 1] > EP[1, e]):
+                h2d += _issue(e, t_gate + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
+                              inflight, LS)  # fmt: skip
             t_exp = t_gate + pred if pred_delays else t_gate
             cur = t_exp + c_shared[tok]
             compute = cur - t0
@@ -341,19 +333,19 @@ def timing(
                     if r > cur:
                         stall += r - cur
                         cur = r
-                    c = 1
+                    cnt = 1
                     for i in range(p0, p1):
                         if keys[i] == rk[j]:
-                            c = acc_cnt[i]
+                            cnt = acc_cnt[i]
                             break
-                    ffn = expert_ms[c]
+                    ffn = expert_ms[cnt]
                     cur += ffn
                     compute += ffn
             if t_gate > cur:  # the CPU worker's results (none under fetch): kept for parity
                 stall += t_gate - cur
                 cur = t_gate
             l_stall[layer] += stall
-            l_late[layer] += late
+            LS[LATE, layer] += late
             t_stall += stall
             t_hits += present - late
             t_late += late
@@ -377,8 +369,7 @@ def timing(
                 t_comp = 0.0
                 t_hits = t_late = t_miss = 0
     for key in finish_keys:  # undemanded prefetches at the end: wasted
-        inflight[key] = -1
-        l_wasted[key // E] += 1
-        l_bwasted[key // E] += nbytes
-    layers = (l_late, l_stall, l_bdem, l_bpf, l_bwasted, l_wasted, l_cancel)
-    return (tok_lat, tok_comp, tok_stall, tok_int, layers, lead[:n_lead], slack[:n_slack], pf_late, now)
+        LS[WASTED, key // E] += 1
+        LS[BWASTED, key // E] += nbytes
+    layers = (LS[LATE], l_stall, LS[BDEM], LS[BPF], LS[BWASTED], LS[WASTED], LS[CANCEL])
+    return (tok_lat, tok_comp, tok_stall, tok_int, layers, lead[:n_lead], slack[:n_lead], pf_late, now)

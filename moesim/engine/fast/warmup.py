@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.engine.fast.decide import decide
+from moesim.engine.fast.predictions import _routing_plan
 from moesim.engine.fast.timing import timing
 
 
@@ -27,6 +28,7 @@ def run_tiny() -> None:
         step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys, False, L, E, 0,
         False, caps, 16, nxt, first,
     )  # fmt: skip
+    _routing_plan(step_ptr, keys, grp_step0, 0, 1, L, 8, np.zeros((1, 1), i64), np.zeros(1, i64))
     costs = [np.full(2, 0.01) for _ in range(5)]
     timing(
         step_ptr, keys, out[0], out[1], np.ones(len(keys), i64), grp_step0, grp_tok0, np.zeros(1, i8),
