@@ -141,22 +141,29 @@ def _wrong_lane(ft, original, free):
 
 
 def _end_ulp(ft, original, *args):
-    i_tr, i_free, i_end = (_arg(original, n) for n in ("tr", "free", "tr_end"))
+    i_tr, i_free, i_times = (_arg(original, n) for n in ("tr", "free", "T"))
     original(*args)
-    tr, free, tr_end = args[i_tr], args[i_free], args[i_end]
-    lane = int(np.flatnonzero(free == tr_end[tr])[0])
-    tr_end[tr] = np.nextafter(tr_end[tr], np.inf)
-    free[lane] = tr_end[tr]  # the lane is busy until the copy ends
+    tr, free, times = args[i_tr], args[i_free], args[i_times]
+    end = times[ft.END, tr]
+    lane = int(np.flatnonzero(free == end)[0])
+    times[ft.END, tr] = np.nextafter(end, np.inf)
+    free[lane] = times[ft.END, tr]  # the lane is busy until the copy ends
+
+
+def _evicted_copy(original, args) -> tuple[Any, int]:
+    """(the transfer states, the evicted key's transfer) of an ``_evict`` call."""
+    tr = args[_arg(original, "inflight")][args[_arg(original, "key")]]
+    return args[_arg(original, "S")], int(tr)
 
 
 def _pending(ft, original, *args) -> bool:
-    tr = args[_arg(original, "inflight")][args[_arg(original, "key")]]
-    return bool(tr >= 0 and args[_arg(original, "tr_state")][tr] == ft.PENDING)
+    states, tr = _evicted_copy(original, args)
+    return tr >= 0 and states[tr] == ft.PENDING
 
 
 def _as_started(ft, original, *args):
-    tr = args[_arg(original, "inflight")][args[_arg(original, "key")]]
-    args[_arg(original, "tr_state")][tr] = ft.STARTED  # wasted instead of cancelled
+    states, tr = _evicted_copy(original, args)
+    states[tr] = ft.STARTED  # wasted instead of cancelled
     return original(*args)
 
 
