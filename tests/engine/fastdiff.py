@@ -39,13 +39,11 @@ BLANK = "<executor>"
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-def tiny_config(L: int, E: int, k: int) -> dict[str, Any]:
-    """An OLMoE-type config.json of L MoE layers, E experts, top-k (196,608-byte experts)."""
-    return {
-        "architectures": ["OlmoeForCausalLM"],
-        "model_type": "olmoe",
+def tiny_config(L: int, E: int, k: int, shared: bool = False) -> dict[str, Any]:
+    """A config.json of L MoE layers, E experts, top-k (196,608-byte experts): OLMoE-type, or with
+    ``shared`` Qwen2-MoE-type with one always-resident shared expert per layer."""
+    common = {
         "hidden_size": 256,
-        "intermediate_size": 128,
         "num_attention_heads": 4,
         "num_experts": E,
         "num_experts_per_tok": k,
@@ -54,21 +52,33 @@ def tiny_config(L: int, E: int, k: int) -> dict[str, Any]:
         "torch_dtype": "bfloat16",
         "vocab_size": 1000,
     }
+    if shared:
+        return {
+            **common,
+            "architectures": ["Qwen2MoeForCausalLM"],
+            "model_type": "qwen2_moe",
+            "intermediate_size": 512,
+            "moe_intermediate_size": 128,
+            "shared_expert_intermediate_size": 256,
+        }
+    return {**common, "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "intermediate_size": 128}
 
 
-def write_inputs(root: Path, trace: Trace, model: str | None = None) -> dict[str, Any]:
-    """Save ``trace`` (and, without a catalog ``model``, a config.json of its shape) under ``root``;
-    the base overrides of a scenario that replays it on the estimated H100 PCIe profile."""
+def write_inputs(root: Path, trace: Trace, model: str | None = None, shared: bool = False) -> dict[str, Any]:
+    """Save ``trace`` (and, without a catalog ``model``, a config.json of its shape, ``shared``:
+    with a shared expert) under ``root``; the base overrides of a scenario that replays it on the
+    estimated H100 PCIe profile."""
     root.mkdir(parents=True, exist_ok=True)
     path = save_trace(trace, root / "t.moetrace")
     base: dict[str, Any] = {"trace.path": str(path), "hardware.profile": "estimated:h100-pcie"}
     if model is None:
         m = trace.meta
         cfg = root / "config.json"
-        cfg.write_text(json.dumps(tiny_config(m.num_layers, m.num_experts, m.top_k)), encoding="utf-8")
-        base.update(
-            {"model.name": f"tiny-{m.num_layers}x{m.num_experts}k{m.top_k}", "model.config": str(cfg)}
+        cfg.write_text(
+            json.dumps(tiny_config(m.num_layers, m.num_experts, m.top_k, shared)), encoding="utf-8"
         )
+        name = f"tiny-{m.num_layers}x{m.num_experts}k{m.top_k}{'s' if shared else ''}"
+        base.update({"model.name": name, "model.config": str(cfg)})
     else:
         base["model.name"] = model
     return base

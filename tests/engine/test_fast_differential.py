@@ -79,6 +79,7 @@ def cases(draw, name: str) -> dict[str, Any]:
     lengths = draw(st.lists(st.integers(1, 8), min_size=seqs, max_size=seqs))
     shape = {"L": L, "E": E, "k": k, "lengths": lengths, "seed": draw(st.integers(0, 2**16))}
     shape["skew"] = draw(st.sampled_from([0.0, 1.2]))
+    shape["shared"] = draw(st.booleans())  # a shared expert (computed every layer-step)
     scope = draw(st.sampled_from(["global", "per-layer", "split"]))
     lo, hi = _capacity_bounds(scope, L, E, min(E, k * batch))
     capacity = draw(st.one_of(st.just(lo), st.just(hi), st.integers(lo, hi)))
@@ -96,6 +97,7 @@ def cases(draw, name: str) -> dict[str, Any]:
         "hardware.copy_engines": draw(st.integers(1, 3)),
         "hardware.h2d_gbps": draw(st.sampled_from(LINKS)),
         "prompt_tokens": draw(st.sampled_from([0, 64])),
+        "refetch_window": draw(st.sampled_from([16, 0, 2])),
     }
     if scope == "split":
         over["cache.split"] = draw(st.sampled_from(["uniform", "proportional", "dp"]))
@@ -115,9 +117,11 @@ def _trace(shape: dict[str, Any]):
     return random_trace(rng, len(lengths), lengths, shape["L"], shape["E"], shape["k"], skew=shape["skew"])
 
 
-def check(trace, overrides: dict[str, Any], model: str | None = None) -> tuple[Any, Any]:
+def check(
+    trace, overrides: dict[str, Any], model: str | None = None, shared: bool = False
+) -> tuple[Any, Any]:
     with tempfile.TemporaryDirectory(prefix="fastdiff-") as tmp:
-        base = write_inputs(Path(tmp), trace, model)
+        base = write_inputs(Path(tmp), trace, model, shared)
         sim, fast = run_pair({**base, **overrides})
     assert_same(sim, fast, overrides)
     return sim, fast
@@ -129,7 +133,7 @@ def check(trace, overrides: dict[str, Any], model: str | None = None) -> tuple[A
 def test_fast_equals_sim_on_random_cases(predictor, data):
     case = data.draw(cases(predictor))
     over = case["overrides"]
-    sim, _ = check(_trace(case["shape"]), over)
+    sim, _ = check(_trace(case["shape"]), over, shared=case["shape"]["shared"])
     # what the drawn cases cover (pytest --hypothesis-show-statistics)
     for key in (
         "cache.policy",
@@ -207,6 +211,44 @@ def test_idle_link(predictor):
     }
     sim, _ = check(_trace(BOUNDARY_TRACE), over)
     assert sim.summary["latency"]["stall_ms_total"] == 0
+
+
+def test_trace_with_prompt_routing_replayed_without_prefill():
+    """The prompt length comes from the trace's prefill routing (context of every step)."""
+    trace = _trace(BOUNDARY_TRACE)
+    lens = [30, 4, 17, 9]
+    rng = np.random.default_rng(5)
+    trace.prefill_experts = np.argsort(rng.random((sum(lens), L, E)), axis=-1)[..., :K].astype(np.int16)
+    trace.prefill_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    over = {"batch": 2, "cache.capacity": 6, "predictor.name": "oracle", "hardware.h2d_gbps": 0.2}
+    sim, _ = check(trace, over)
+    assert sim.summary["provenance"]["prompt_tokens"] == 30
+
+
+@pytest.mark.parametrize("profile", ["paper:a100-80gb+estimated", "paper:v100-32gb+estimated"])
+def test_paper_profile_of_a_catalog_model(profile):
+    """DeepSeek-V2-Lite (26 MoE layers, 64 experts, top-6, 2 shared experts) on the seed paper's
+    measured tables (interpolated per token count, extrapolated where the tables end)."""
+    trace = random_trace(np.random.default_rng(6), 3, [5, 3, 4], 26, 64, 6)
+    over = {
+        "hardware.profile": profile,
+        "batch": 2,
+        "cache.capacity": 40,
+        "cache.scope": "global",
+        "predictor.name": "prev-token",
+        "predictor.horizon": 2,
+        "hardware.copy_engines": 2,
+    }
+    check(trace, over, model="deepseek-v2-lite")
+
+
+@pytest.mark.parametrize("predictor", ["popularity", "markov", "st-moe"])
+def test_predictor_fitted_on_another_trace(tmp_path, predictor):
+    """predictor.fit_trace: the table is learned from a different trace file than the one replayed."""
+    fit = random_trace(np.random.default_rng(12), 4, [9, 9, 9, 9], L, E, K, skew=2.0)
+    fit_path = write_inputs(tmp_path / "fit", fit)["trace.path"]
+    over = {"cache.capacity": 6, "predictor.name": predictor, "predictor.fit_trace": fit_path, "batch": 2}
+    check(_trace(BOUNDARY_TRACE), over)
 
 
 # -- slices of the real traces ---------------------------------------------------------------------
