@@ -34,11 +34,11 @@ from typing import Any
 from moesim.engine.batching import ContinuousBatcher
 from moesim.engine.decisions import run_decisions
 from moesim.engine.sim_executor import SimExecutor
+from moesim.errors import fail
 from moesim.experiments.cache import RunCache
 from moesim.experiments.holdout import add_outcome_notes
 from moesim.experiments.run import Prepared, arrival_times, build_core, prepare, provenance
 from moesim.experiments.scenario import Scenario
-from moesim.errors import fail
 from moesim.hardware.costs import CostModel
 from moesim.io import atomic_write_json, dumps_json
 from moesim.metrics.result import RunResult
@@ -166,7 +166,7 @@ def choose_executor(
     batching: bool,
     record: bool,
 ) -> str:
-    """"fast" or "sim" for this run. ``executor`` (None: the scenario's key) is auto, sim or fast;
+    """Which executor runs: "fast" or "sim". ``executor`` (None: the scenario's key) is auto, sim or fast;
     fast when asked for but not covering the run is one error line naming what it does not cover."""
     from moesim.engine.fast.eligibility import run_gap
 
@@ -188,7 +188,16 @@ def _plan_key(p: Prepared) -> tuple:
     """What the predictions of a run depend on besides the replayed groups (their cache key)."""
     sc = p.scenario
     d = sc.to_dict()
-    return (d["predictor"], d["model"], d["trace"], sc.seed, sc.batch, sc.prefill, id(p.trace), id(p.fit_trace))
+    return (
+        d["predictor"],
+        d["model"],
+        d["trace"],
+        sc.seed,
+        sc.batch,
+        sc.prefill,
+        id(p.trace),
+        id(p.fit_trace),
+    )
 
 
 # -- the shared tail -------------------------------------------------------------------------------

@@ -50,85 +50,8 @@ class Decisions:
     bypassed: int
 
 
-# rows of the per-key state ``ks`` (one 2D array: few arguments keep numba's calls cheap)
-NXT, PRV, RES, PIN, FREQ, TICK, NU, CUR, PF, EVAT, NROWS = range(11)
-HEAD, TAIL, SIZE, CAP = range(4)  # rows of the per-pool state ``ps``
-
-
 @njit(cache=True)
-def _victim(pool, policy, ks, ps):
-    """The pool's victim skipping pinned keys (-1: every resident pinned)."""
-    k = ps[HEAD, pool]
-    if policy == LRU or policy == FIFO:  # oldest first
-        while k >= 0:
-            if ks[PIN, k] == 0:
-                return k
-            k = ks[NXT, k]
-        return -1
-    best = -1
-    while k >= 0:
-        if ks[PIN, k] == 0:
-            if best < 0:
-                best = k
-            elif policy == LFU:  # least frequent, then least recently touched
-                if ks[FREQ, k] < ks[FREQ, best] or (ks[FREQ, k] == ks[FREQ, best] and ks[TICK, k] < ks[TICK, best]):
-                    best = k
-            elif ks[NU, k] > ks[NU, best] or (ks[NU, k] == ks[NU, best] and k < best):
-                best = k  # Belady: farthest next use, ties to the lowest key
-        k = ks[NXT, k]
-    return best
-
-
-@njit(cache=True)
-def _unlink(k, pool, ks, ps):
-    p, n = ks[PRV, k], ks[NXT, k]
-    if p >= 0:
-        ks[NXT, p] = n
-    else:
-        ps[HEAD, pool] = n
-    if n >= 0:
-        ks[PRV, n] = p
-    else:
-        ps[TAIL, pool] = p
-
-
-@njit(cache=True)
-def _append(k, pool, ks, ps):
-    t = ps[TAIL, pool]
-    ks[PRV, k] = t
-    ks[NXT, k] = -1
-    if t >= 0:
-        ks[NXT, t] = k
-    else:
-        ps[HEAD, pool] = k
-    ps[TAIL, pool] = k
-
-
-@njit(cache=True)
-def _insert(key, nu, prefetch, pool, policy, ks, ps, st):
-    """Admit ``key`` (next use ``nu`` for Belady). Returns the victim, -1 for none, -2 if no slot."""
-    victim = -1
-    if ps[SIZE, pool] >= ps[CAP, pool]:
-        victim = _victim(pool, policy, ks, ps)
-        if victim < 0:
-            return -2
-        _unlink(victim, pool, ks, ps)
-        ks[RES, victim] = 0
-        ps[SIZE, pool] -= 1
-    _append(key, pool, ks, ps)
-    ks[RES, key] = 1
-    ps[SIZE, pool] += 1
-    if policy == LFU:
-        st[0] += 1
-        ks[FREQ, key] = 0 if prefetch else 1
-        ks[TICK, key] = st[0]
-    elif policy == BELADY:
-        ks[NU, key] = nu
-    return victim
-
-
-@njit(cache=True)
-def decide(
+def decide(  # noqa: C901  (one function on purpose: see the docstring)
     step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys,
     fires_pre, L, E, policy, layered, caps, window, nxt_acc, first,
 ):  # fmt: skip
@@ -136,25 +59,30 @@ def decide(
     event ``s + g + 1`` (the step's pre-attention or after-gate plan, by ``fires_pre``).
 
     One loop over the core's calls in order (per group: the start plan; per step two calls, the
-    plan and the gate in the order ``fires_pre`` says), all in one function: numba's calls with
-    array arguments cost more than the work of a call here."""
+    plan and the gate in the order ``fires_pre`` says), and in it one loop over the call's keys
+    that admits both prefetches and demand misses: all in one function, with no helper calls,
+    because numba's calls with array arguments cost more than the work they would do here."""
     nsteps = len(step_ptr) - 1
     nacc = len(keys)
     G = len(grp_step0) - 1
     K = L * E
     P = len(caps)
     nev = len(ev_ptr) - 1
-    ks = np.zeros((NROWS, K), np.int64)
-    ks[NXT, :] = -1
-    ks[PRV, :] = -1
-    ks[CUR, :] = first  # per key: its first demand position not yet replayed
-    ks[EVAT, :] = _NEVER_EVICTED
-    ps = np.zeros((4, P), np.int64)
-    ps[HEAD, :] = -1
-    ps[TAIL, :] = -1
-    ps[CAP, :] = caps
+    lnext = np.full(K, -1, np.int64)  # per pool, a doubly linked list of its residents, oldest first
+    lprev = np.full(K, -1, np.int64)
+    head = np.full(P, -1, np.int64)
+    tail = np.full(P, -1, np.int64)
+    size = np.zeros(P, np.int64)
+    res = np.zeros(K, np.int8)  # resident
+    pin = np.zeros(K, np.int8)  # pinned
+    freq = np.zeros(K, np.int64)  # LFU: demand accesses while resident
+    tick = np.zeros(K, np.int64)  # LFU: last touch
+    nu_ = np.zeros(K, np.int64)  # Belady: next demand position
+    cur = first.copy()  # per key: its first demand position not yet replayed
+    pf = np.zeros(K, np.int8)  # admitted by prefetch, not demanded since
+    evat = np.full(K, _NEVER_EVICTED, np.int64)  # decode step of the key's last eviction
     added = np.zeros(K, np.int64)
-    st = np.zeros(1, np.int64)  # LFU's tick counter
+    clock = 0  # LFU's tick counter
     acc_hit = np.zeros(nacc, np.int8)
     acc_pf = np.zeros(nacc, np.int8)
     load_ptr = np.zeros(nev + 1, np.int64)
@@ -178,100 +106,151 @@ def decide(
                 is_plan = True
                 s = s0
                 e = s0 + g
-                pos = step_ptr[s0]
                 token = grp_tok0[g]
             else:
                 s = s0 + (op - 1) // 2
-                first_op = (op - 1) % 2 == 0
-                is_plan = first_op == fires_pre
+                is_plan = ((op - 1) % 2 == 0) == fires_pre
                 e = s + g + 1
-                pos = step_ptr[s] if fires_pre else step_ptr[s + 1]
                 token = step_token[s]
+            layer = step_layer[s] if s < nsteps else 0
             if is_plan:  # PolicyCore._plan over the event's cut predictions
-                na = 0
-                for i in range(ev_ptr[e], ev_ptr[e + 1]):
-                    key = ev_keys[i]
-                    if ks[RES, key] == 0:
-                        pool = key // E if layered else 0
-                        nu = ks[CUR, key] if ks[CUR, key] < nacc else NEVER
-                        v = _insert(key, nu, True, pool, policy, ks, ps, st)
-                        if v == -2:
-                            continue  # no slot: the prediction is dropped (and not pinned)
-                        if v >= 0:
-                            evictions += 1
-                            l_ev[v // E] += 1
-                            ks[EVAT, v] = token
-                            if ks[PF, v] == 1:
-                                ks[PF, v] = 0
-                                unused += 1
-                                pevp_keys[n_pevp] = v
-                                n_pevp += 1
-                        if token - ks[EVAT, key] <= window:
-                            refetches += 1
-                        ks[PF, key] = 1
-                        load_keys[n_load] = key
-                        n_load += 1
-                        l_issued[key // E] += 1
-                    if ks[PIN, key] == 0:
-                        ks[PIN, key] = 1
-                        added[na] = key
-                        na += 1
-                for j in range(na):  # the plan's own pins end with it
-                    ks[PIN, added[j]] = 0
-                load_ptr[e + 1] = n_load
-                pevp_ptr[e + 1] = n_pevp
+                src = ev_keys
+                lo, hi = ev_ptr[e], ev_ptr[e + 1]
             else:  # PolicyCore.gate: the step's demand accesses, its keys pinned
-                layer = step_layer[s]
-                p0, p1 = step_ptr[s], step_ptr[s + 1]
-                for i in range(p0, p1):
-                    ks[PIN, keys[i]] = 1
-                nh = 0
-                for i in range(p0, p1):
-                    key = keys[i]
-                    pool = key // E if layered else 0
-                    nu = nxt_acc[i] if nxt_acc[i] < nacc else NEVER
-                    if ks[RES, key] == 1:
-                        if policy == LRU:
-                            _unlink(key, pool, ks, ps)
-                            _append(key, pool, ks, ps)
+                src = keys
+                lo, hi = step_ptr[s], step_ptr[s + 1]
+                for i in range(lo, hi):
+                    pin[keys[i]] = 1
+            na = 0
+            nh = 0
+            for i in range(lo, hi):
+                key = src[i]
+                pool = key // E if layered else 0
+                admitted = True
+                if res[key] == 1:
+                    if not is_plan:  # a hit
+                        if policy == LRU:  # to the young end
+                            p, n = lprev[key], lnext[key]
+                            if n >= 0:
+                                if p >= 0:
+                                    lnext[p] = n
+                                else:
+                                    head[pool] = n
+                                lprev[n] = p
+                                t = tail[pool]
+                                lprev[key] = t
+                                lnext[key] = -1
+                                lnext[t] = key
+                                tail[pool] = key
                         elif policy == LFU:
-                            st[0] += 1
-                            ks[FREQ, key] += 1
-                            ks[TICK, key] = st[0]
+                            clock += 1
+                            freq[key] += 1
+                            tick[key] = clock
                         elif policy == BELADY:
-                            ks[NU, key] = nu
+                            nu_[key] = nxt_acc[i] if nxt_acc[i] < nacc else NEVER
                         acc_hit[i] = 1
                         nh += 1
-                        if ks[PF, key] == 1:
-                            ks[PF, key] = 0
+                        if pf[key] == 1:
+                            pf[key] = 0
                             acc_pf[i] = 1
                             l_useful[layer] += 1
-                    else:
-                        v = _insert(key, nu, False, pool, policy, ks, ps, st)
-                        if v == -2:
-                            bypassed += 1  # no evictable slot: streamed through
+                else:  # admit it: ExpertPool.insert (make room, then admit)
+                    v = -1
+                    if size[pool] >= caps[pool]:
+                        k2 = head[pool]
+                        if policy == LRU or policy == FIFO:  # noqa: SIM109  (oldest unpinned)
+                            while k2 >= 0:
+                                if pin[k2] == 0:
+                                    v = k2
+                                    break
+                                k2 = lnext[k2]
                         else:
-                            if v >= 0:
-                                evictions += 1
-                                l_ev[v // E] += 1
-                                ks[EVAT, v] = token
-                                if ks[PF, v] == 1:
-                                    ks[PF, v] = 0
-                                    unused += 1
+                            while k2 >= 0:
+                                if pin[k2] == 0:
+                                    if v < 0:
+                                        v = k2
+                                    elif policy == LFU:  # least frequent, then least recently touched
+                                        if freq[k2] < freq[v] or (freq[k2] == freq[v] and tick[k2] < tick[v]):
+                                            v = k2
+                                    elif nu_[k2] > nu_[v] or (nu_[k2] == nu_[v] and k2 < v):
+                                        v = k2  # Belady: farthest next use, ties to the lowest key
+                                k2 = lnext[k2]
+                        if v < 0:
+                            admitted = False  # every resident pinned: no slot
+                        else:
+                            p, n = lprev[v], lnext[v]
+                            if p >= 0:
+                                lnext[p] = n
+                            else:
+                                head[pool] = n
+                            if n >= 0:
+                                lprev[n] = p
+                            else:
+                                tail[pool] = p
+                            res[v] = 0
+                            size[pool] -= 1
+                    if admitted:
+                        t = tail[pool]
+                        lprev[key] = t
+                        lnext[key] = -1
+                        if t >= 0:
+                            lnext[t] = key
+                        else:
+                            head[pool] = key
+                        tail[pool] = key
+                        res[key] = 1
+                        size[pool] += 1
+                        if policy == LFU:
+                            clock += 1
+                            freq[key] = 0 if is_plan else 1  # a prefetch is not an access
+                            tick[key] = clock
+                        elif policy == BELADY:  # a prefetch waits for the next use; a demand consumed it
+                            u = cur[key] if is_plan else nxt_acc[i]
+                            nu_[key] = u if u < nacc else NEVER
+                        if v >= 0:  # PolicyCore._insert's accounting of the victim
+                            evictions += 1
+                            l_ev[v // E] += 1
+                            evat[v] = token
+                            if pf[v] == 1:
+                                pf[v] = 0
+                                unused += 1
+                                if is_plan:
+                                    pevp_keys[n_pevp] = v
+                                    n_pevp += 1
+                                else:
                                     gevp_keys[n_gevp] = v
                                     n_gevp += 1
-                            if token - ks[EVAT, key] <= window:
-                                refetches += 1
-                    ks[CUR, key] = nxt_acc[i]
+                        if token - evat[key] <= window:
+                            refetches += 1
+                        if is_plan:
+                            pf[key] = 1
+                            load_keys[n_load] = key
+                            n_load += 1
+                            l_issued[key // E] += 1
+                    elif not is_plan:
+                        bypassed += 1  # no evictable slot (cache.bypass): streamed through
+                if is_plan:
+                    if admitted and pin[key] == 0:  # a dropped prediction is not pinned
+                        pin[key] = 1
+                        added[na] = key
+                        na += 1
+                else:
+                    cur[key] = nxt_acc[i]
+            if is_plan:
+                for j in range(na):  # the plan's own pins end with it
+                    pin[added[j]] = 0
+                load_ptr[e + 1] = n_load
+                pevp_ptr[e + 1] = n_pevp
+            else:
                 gevp_ptr[s + 1] = n_gevp
-                l_acc[layer] += p1 - p0
+                l_acc[layer] += hi - lo
                 l_present[layer] += nh
             if op > 0 and (op - 1) % 2 == 1:  # end of the step: its pins go
                 for i in range(step_ptr[s], step_ptr[s + 1]):
-                    ks[PIN, keys[i]] = 0
+                    pin[keys[i]] = 0
                 cum_ev[s] = evictions
                 cum_rf[s] = refetches
-    finish = np.nonzero(ks[PF])[0].astype(np.int64)
+    finish = np.nonzero(pf)[0].astype(np.int64)
     unused += len(finish)
     return (acc_hit, acc_pf, load_ptr, load_keys[:n_load], pevp_ptr, pevp_keys[:n_pevp], gevp_ptr,
             gevp_keys[:n_gevp], cum_ev, cum_rf, l_acc, l_present, l_issued, l_useful, l_ev, finish,

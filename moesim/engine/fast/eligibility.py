@@ -63,10 +63,9 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def scenario_gap(sc: Any) -> str | None:
-    """The first scenario setting the fast path does not model, as ``key=value``; None if all are."""
-    from moesim.experiments.scenario import Scenario
-
-    default = _flat(Scenario().to_dict())
+    """The first scenario setting the fast path does not model, as ``key=value``; None if all are.
+    Defaults are those of ``type(sc)()`` (the scenario class's own)."""
+    default = _flat(type(sc)().to_dict())
     for key, value in _flat(sc.to_dict()).items():
         if key in _ANY:
             continue

@@ -19,7 +19,14 @@ import numpy as np
 
 from moesim.engine.fast.decide import POLICY_CODES, Decisions, decide
 from moesim.engine.fast.eligibility import CACHE_CLASSES
-from moesim.engine.fast.predictions import PlanArrays, StepArrays, memo, plan_arrays, routing_plan, step_arrays
+from moesim.engine.fast.predictions import (
+    PlanArrays,
+    StepArrays,
+    memo,
+    plan_arrays,
+    routing_plan,
+    step_arrays,
+)
 from moesim.engine.fast.timing import timing
 from moesim.hardware.costs import CostModel
 from moesim.metrics.stats import RunStats
@@ -105,7 +112,7 @@ def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) ->
         plan.ev_ptr, plan.ev_keys, core.pre_attention_fires, L, E, policy, pool.scope != "global", caps,
         core._window, nxt, first_all,
     )  # fmt: skip
-    return Decisions(*out[:16], int(out[16]), int(out[17]), int(out[18]))
+    return Decisions(*out[:16], int(out[16]), int(out[17]), int(out[18]))  # type: ignore[call-arg]
 
 
 def _token_costs(costs: CostModel, predictor: Predictor, groups: Sequence[Group], prompt_tokens: int):
@@ -149,7 +156,7 @@ class FastExecutor:
 
     def run(self, core: PolicyCore, groups: Iterable[Group]) -> RunStats:
         gl = groups if isinstance(groups, list) else list(groups)
-        L, E = core.L, core.E
+        L = core.L
         steps = memo(("steps", id(gl), L), (gl,), lambda: step_arrays(gl, L))
         pred = core.predictor
         n_pred, thr = core._n_pred, core._threshold

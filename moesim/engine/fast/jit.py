@@ -38,7 +38,7 @@ def configure_cache() -> Path:
         return _PKG / "__pycache__"
     folder = _user_cache()
     folder.mkdir(parents=True, exist_ok=True)
-    numba.config.CACHE_DIR = str(folder)  # read when a kernel's cache is created (at decoration)
+    setattr(numba.config, "CACHE_DIR", str(folder))  # noqa: B010  (read when a kernel's cache is created, at decoration)
     os.environ["NUMBA_CACHE_DIR"] = str(folder)  # and for worker processes started after this
     return folder
 
@@ -49,11 +49,15 @@ _warm = False
 
 
 def _marker() -> Path:
+    """A file naming the kernels' sources and numba's version: present once they were compiled."""
+    import hashlib
+
     import numba
 
-    from moesim import __version__
-
-    return CACHE_DIR / _MARK.format(f"{__version__}-{numba.__version__}")
+    h = hashlib.blake2b(numba.__version__.encode(), digest_size=8)
+    for name in ("decide.py", "timing.py", "predictions.py"):
+        h.update((_PKG / name).read_bytes())
+    return CACHE_DIR / _MARK.format(h.hexdigest())
 
 
 def warm_kernels() -> None:

@@ -46,7 +46,9 @@ class StepArrays:
 
 @dataclass(frozen=True)
 class PlanArrays:
-    ev_ptr: np.ndarray  # (steps + groups + 1,): group g's start is event grp_step0[g] + g, step s event s + g + 1
+    ev_ptr: (
+        np.ndarray
+    )  # (steps + groups + 1,): group g's start is event grp_step0[g] + g, step s event s + g + 1
     ev_keys: np.ndarray
 
 
@@ -131,6 +133,7 @@ def routing_plan(
     elif cls is PreviousToken:
         mode = PREV_TOKEN
     elif cls is Popularity:
+        assert isinstance(predictor, Popularity)
         mode = TABLE
         rows = []
         for keys, scores in zip(predictor._ranked, predictor._scores):
@@ -152,7 +155,9 @@ def routing_plan(
     return PlanArrays(ptr, out)
 
 
-def plan_arrays(predictor: Predictor, groups: Sequence[Group], n_pred: int, threshold: float | None) -> PlanArrays:
+def plan_arrays(
+    predictor: Predictor, groups: Sequence[Group], n_pred: int, threshold: float | None
+) -> PlanArrays:
     """Call ``predictor`` as the policy core would over ``groups`` and keep each call's cut list."""
     out = array("q")
     ptr = array("q", [0])

@@ -135,7 +135,7 @@ def _sort_floats(r, n):
 
 
 @njit(cache=True)
-def timing(
+def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
     step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
     load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf, finish_keys,
     c_norm, c_attn, c_gate, c_shared, c_pred, fires_pre, pred_on_gpu, pred_delays,

@@ -3,11 +3,18 @@ machine code is compiled (or loaded from numba's cache) before any real run need
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from moesim.engine.fast.decide import decide
-from moesim.engine.fast.predictions import _routing_plan
-from moesim.engine.fast.timing import timing
+from moesim.engine.fast import decide as _decide
+from moesim.engine.fast import predictions as _predictions
+from moesim.engine.fast import timing as _timing
+
+# numba dispatchers, typed loosely (their call signature is the compiled function's)
+decide: Any = _decide.decide
+timing: Any = _timing.timing
+_routing_plan: Any = _predictions._routing_plan
 
 
 def run_tiny() -> None:
