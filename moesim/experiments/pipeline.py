@@ -96,7 +96,7 @@ def _stored_baseline(key: str, store: Path) -> int | None:
     return None
 
 
-def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
+def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None, steps: Any = None) -> int:
     """Demand misses of the same run with no predictor: kept in ``p.cache``, found in ``store`` if
     another process left it there, else replayed (and left in both)."""
     key = _baseline_key(p, prov)
@@ -111,7 +111,7 @@ def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     baseline = build_core(p, predictor_name="none")
     batcher = make_batcher(p)
     if batcher is None and _fast_decisions_ok(p, baseline):
-        misses = _fast_baseline(p, baseline)
+        misses = _fast_baseline(p, baseline, steps)
         _keep_baseline(p, key, misses, store)
         return misses
     if batcher is None:
@@ -123,11 +123,13 @@ def on_demand_misses(p: Prepared, prov: dict, store: Path | None = None) -> int:
     return baseline.misses
 
 
-def baseline_misses(p: Prepared, core: PolicyCore, prov: dict, store: Path | None = None) -> int:
+def baseline_misses(
+    p: Prepared, core: PolicyCore, prov: dict, store: Path | None = None, steps: Any = None
+) -> int:
     """The run's on-demand baseline: its own misses when its predictor never predicts (kept for
     the runs that share its inputs), else ``on_demand_misses``."""
     if core.predictor.predicts:
-        return on_demand_misses(p, prov, store)
+        return on_demand_misses(p, prov, store, steps)
     _keep_baseline(p, _baseline_key(p, prov), core.misses, store)
     return core.misses
 
@@ -140,17 +142,20 @@ def _fast_decisions_ok(p: Prepared, core: PolicyCore) -> bool:
     return run_gap(p.scenario, core, None, timeline=False, batching=True, record=False) is None
 
 
-def _fast_baseline(p: Prepared, core: PolicyCore) -> int:
-    """The baseline's misses from the compiled decision pass (no predictions: no prediction pass)."""
-    from moesim.engine.fast.executor import run_decisions_fast
+def _fast_baseline(p: Prepared, core: PolicyCore, steps: Any = None) -> int:
+    """The baseline's misses from the compiled decision pass (no predictions: no prediction pass);
+    ``steps``: the run's flattened steps when the fast executor made them."""
+    from moesim.engine.fast.executor import FastExecutor, run_decisions_fast
     from moesim.engine.fast.jit import warm_kernels
-    from moesim.engine.fast.predictions import memo, plan_arrays, step_arrays
+    from moesim.engine.fast.predictions import empty_plan
 
     warm_kernels()
-    groups = p.groups()
-    gl = groups if isinstance(groups, list) else list(groups)
-    steps = memo(("steps", id(gl), core.L), (gl,), lambda: step_arrays(gl, core.L))
-    dec = run_decisions_fast(core, steps, plan_arrays(core.predictor, gl, 0, None))
+    if steps is None:
+        sc = p.scenario
+        trace = p.trace if sc.batch == 1 and not sc.prefill else None
+        fast = FastExecutor(CostModel(p.profile, p.model), p.prompt_tokens, trace=trace)
+        steps, _ = fast.steps_of(p.groups, core.L)
+    dec = run_decisions_fast(core, steps, empty_plan(steps))
     return int(dec.layer_accesses.sum() - dec.layer_present.sum())
 
 
@@ -208,9 +213,11 @@ def summarise(
     prov: dict[str, Any],
     baselines: Path | None = None,
     batcher: ContinuousBatcher | None = None,
+    steps: Any = None,
 ) -> RunResult:
-    """The run's result (wall-clock figures left to the caller): tables, summary and extras."""
-    misses = baseline_misses(p, core, prov, baselines)
+    """The run's result (wall-clock figures left to the caller): tables, summary and extras.
+    ``steps``: the fast executor's flattened steps, which its baseline replay reuses."""
+    misses = baseline_misses(p, core, prov, baselines, steps)
     tokens, layers = build_tables(core, stats, p.model.moe_layer_indices)
     summary = build_summary(core, stats, tokens, misses * p.model.expert_bytes, prov)
     add_outcome_notes(p, summary)
@@ -246,6 +253,7 @@ def simulate(
         costs = CostModel(p.profile, p.model, p.scenario.hardware.copy_engines)
     batcher = make_batcher(p) if batching else None
     counters: Any = core
+    fast_steps = None
     warm_s = 0.0
     if which == "fast":
         from moesim.engine.fast.executor import FastExecutor
@@ -254,9 +262,12 @@ def simulate(
         t_warm = time.perf_counter()
         warm_kernels()
         warm_s = time.perf_counter() - t_warm  # compiling (once per process) is not simulation time
-        fast = FastExecutor(costs, p.prompt_tokens, progress=progress, plan_key=_plan_key(p))
-        stats = fast.run(core, p.groups())
+        sc = p.scenario
+        trace = p.trace if sc.batch == 1 and not sc.prefill else None  # its sequences are the groups
+        fast = FastExecutor(costs, p.prompt_tokens, progress=progress, plan_key=_plan_key(p), trace=trace)
+        stats = fast.run(core, p.groups)
         counters = fast.counters
+        fast_steps = fast.steps
         executor_name = FastExecutor.name
     else:
         sim = SimExecutor(costs, p.prompt_tokens, progress=progress, timeline=timeline, batcher=batcher)
@@ -265,7 +276,7 @@ def simulate(
     if batcher is not None:
         stats.ttft_ms = [r.first_token - r.arrival for r in batcher.requests if r.first_token >= 0]
     prov = provenance(p, executor_name, p.profile.device)
-    result = summarise(p, counters, stats, prov, baselines, batcher)
+    result = summarise(p, counters, stats, prov, baselines, batcher, steps=fast_steps)
     steps = result.summary["counts"]["layer_steps"]
     result.wallclock = {
         "seconds_total": round(time.perf_counter() - wall0, 4),

@@ -219,6 +219,7 @@ def test_fast_baseline_equals_the_decision_replay():
     assert pipeline._fast_baseline(p, build_core(p, predictor_name="none")) == ref.misses
 
 
+@pytest.mark.shared
 def test_olmoe_slice(external_traces):
     """A slice of the real OLMoE capture, on both executors."""
     from moesim.experiments.run import Prepared
@@ -239,3 +240,21 @@ def test_olmoe_slice(external_traces):
         a = pipeline.simulate(p, executor="sim")
         b = pipeline.simulate(p, executor="fast")
         assert_same_run(a, b)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_steps_from_the_trace_equal_the_groups(batch):
+    from dataclasses import fields
+
+    from moesim.engine.fast.predictions import trace_steps
+    from moesim.traces.replay import iter_groups
+
+    p = _prepared(["trace.max_sequences=6"])
+    L = p.model.num_moe_layers
+    ref = step_arrays(iter_groups(p.trace, 1), L)  # a generator: read once
+    got = trace_steps(p.trace)
+    for f in fields(ref):
+        assert np.array_equal(getattr(ref, f.name), getattr(got, f.name)), f.name
+    if batch > 1:  # the groups of a larger batch differ from the trace's sequences
+        other = step_arrays(list(iter_groups(p.trace, batch)), L)
+        assert len(other.grp_step0) < len(got.grp_step0)

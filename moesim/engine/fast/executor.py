@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,7 @@ from moesim.engine.fast.predictions import (
     plan_arrays,
     routing_plan,
     step_arrays,
+    trace_steps,
 )
 from moesim.engine.fast.timing import timing
 from moesim.hardware.costs import CostModel
@@ -34,6 +35,7 @@ from moesim.policies.core import PolicyCore
 from moesim.policies.future import next_and_first
 from moesim.policies.predictors.base import PRE_ATTENTION, Predictor
 from moesim.traces.replay import Group
+from moesim.traces.trace import Trace
 
 
 @dataclass
@@ -86,11 +88,11 @@ class FastCounters:
 
 
 def _ints(a: np.ndarray) -> list[int]:
-    return [int(x) for x in a.tolist()]
+    return np.asarray(a, np.int64).tolist()  # Python ints, as the simulation executor's lists hold
 
 
 def _floats(a: np.ndarray) -> list[float]:
-    return [float(x) for x in a.tolist()]
+    return np.asarray(a, np.float64).tolist()
 
 
 def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) -> Decisions:
@@ -115,26 +117,25 @@ def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) ->
     return Decisions(*out[:16], int(out[16]), int(out[17]), int(out[18]))  # type: ignore[call-arg]
 
 
-def _token_costs(costs: CostModel, predictor: Predictor, groups: Sequence[Group], prompt_tokens: int):
-    """Per global decode step: its shape's costs (pre-attention, attention, gate, shared, predictor)."""
+def _token_costs(costs: CostModel, predictor: Predictor, steps: StepArrays, prompt_tokens: int):
+    """Per global decode step: its shape's costs (pre-attention, attention, gate, shared, predictor),
+    each asked of the cost model once per distinct (batch, context)."""
     timed = type(predictor).latency_ms is not Predictor.latency_ms
-    memo_: dict[tuple[int, int], tuple[float, float, float, float, float]] = {}
-    rows = []
-    for g in groups:
-        for t, batch in enumerate(g.active):
-            ctx = prompt_tokens + t
-            c = memo_.get((batch, ctx))
-            if c is None:
-                c = memo_[(batch, ctx)] = (
-                    costs.pre_attention_ms(batch),
-                    costs.attention_ms(batch, ctx),
-                    costs.gate_ms(batch),
-                    costs.shared_ms(batch),
-                    predictor.latency_ms(batch, ctx) if timed else 0.0,
-                )
-            rows.append(c)
-    arr = np.asarray(rows, np.float64).reshape(-1, 5)
-    return [np.ascontiguousarray(arr[:, i]) for i in range(5)]
+    batch = steps.tok_batch
+    ctx = prompt_tokens + steps.tok_step
+    span = int(ctx.max()) + 1 if len(ctx) else 1
+    codes, inverse = np.unique(batch * span + ctx, return_inverse=True)  # one int per (batch, context)
+    table = np.empty((len(codes), 5), np.float64)
+    for i, (b, c) in enumerate(zip((codes // span).tolist(), (codes % span).tolist())):
+        table[i] = (
+            costs.pre_attention_ms(b),
+            costs.attention_ms(b, c),
+            costs.gate_ms(b),
+            costs.shared_ms(b),
+            predictor.latency_ms(b, c) if timed else 0.0,
+        )
+    per_token = table[np.asarray(inverse).reshape(-1)]
+    return [np.ascontiguousarray(per_token[:, i]) for i in range(5)]
 
 
 class FastExecutor:
@@ -146,6 +147,7 @@ class FastExecutor:
         prompt_tokens: int,
         progress: Callable[[int], None] | None = None,
         plan_key: tuple | None = None,
+        trace: Trace | None = None,
     ):
         self.costs = costs
         self.prompt_tokens = prompt_tokens
@@ -153,34 +155,69 @@ class FastExecutor:
         # identity of the predictor's inputs and settings: predictions are reused under it
         self.plan_key = plan_key
         self.counters: FastCounters | None = None
+        # batch 1, no prefill: the groups are the trace's sequences, so the steps come from its arrays
+        self.trace = trace
+        self.steps: StepArrays | None = None
 
-    def run(self, core: PolicyCore, groups: Iterable[Group]) -> RunStats:
-        gl = groups if isinstance(groups, list) else list(groups)
+    def run(self, core: PolicyCore, groups: Iterable[Group] | Callable[[], Iterable[Group]]) -> RunStats:
+        """Replay ``groups`` (or a function returning them: called only when the groups themselves
+        are needed, i.e. without ``self.trace`` or for a predictor the compiled pass does not cover)."""
         L = core.L
-        steps = memo(("steps", id(gl), L), (gl,), lambda: step_arrays(gl, L))
+        steps, get_groups = self.steps_of(groups, L)
+        self.steps = steps
         pred = core.predictor
         n_pred, thr = core._n_pred, core._threshold
-        build = lambda: routing_plan(pred, steps, L, n_pred, thr) or plan_arrays(pred, gl, n_pred, thr)  # noqa: E731
-        if self.plan_key is not None and isinstance(groups, list):
-            key = ("plan", id(gl), json.dumps(self.plan_key, sort_keys=True, default=str), n_pred, thr)
-            plan = memo(key, (gl,), build)
+
+        def build() -> PlanArrays:
+            fast = routing_plan(pred, steps, L, n_pred, thr)
+            return fast if fast is not None else plan_arrays(pred, get_groups(), n_pred, thr)
+
+        if self.plan_key is not None:
+            key = ("plan", id(steps), json.dumps(self.plan_key, sort_keys=True, default=str), n_pred, thr)
+            plan = memo(key, (steps,), build)
         else:
             plan = build()
         dec = run_decisions_fast(core, steps, plan)
-        stats = self._timing(core, gl, steps, dec)
+        stats = self._timing(core, steps, dec)
         self.counters = FastCounters(
             L, pred, _ints(dec.layer_accesses), _ints(dec.layer_present), _ints(dec.layer_prefetch_issued),
             _ints(dec.layer_prefetch_useful), _ints(dec.layer_evictions), dec.prefetch_unused,
             dec.refetches, dec.bypassed,
         )  # fmt: skip
         if self.progress is not None:
-            for g in gl:
-                self.progress(g.num_tokens)
+            for n in np.diff(steps.grp_tok0).tolist():
+                self.progress(n)
         return stats
 
-    def _timing(self, core: PolicyCore, gl: list[Group], steps: StepArrays, dec: Decisions) -> RunStats:
+    def steps_of(self, groups, L: int) -> tuple[StepArrays, Callable[[], list[Group]]]:
+        """The flattened steps (kept per trace or per cached groups list across runs) and a function
+        giving the groups as a list."""
+        if self.trace is not None:  # batch 1: straight from the trace's arrays, no Group objects
+            trace = self.trace
+            steps = memo(("trace-steps", id(trace), L), (trace,), lambda: trace_steps(trace))
+        elif isinstance(groups, list):  # a run cache's list: the same object for every run
+            gl = groups
+            steps = memo(("steps", id(gl), L), (gl,), lambda: step_arrays(gl, L))
+        else:
+            steps = None
+        held: list[list[Group]] = []
+
+        def get_groups() -> list[Group]:
+            if not held:
+                g = groups() if callable(groups) else groups
+                held.append(g if isinstance(g, list) else list(g))
+            return held[0]
+
+        if steps is None:
+            g = groups() if callable(groups) else groups
+            if isinstance(g, list):
+                held.append(g)
+            steps = step_arrays(g, L)  # a generator is read once, never held whole
+        return steps, get_groups
+
+    def _timing(self, core: PolicyCore, steps: StepArrays, dec: Decisions) -> RunStats:
         costs, pred = self.costs, core.predictor
-        c_norm, c_attn, c_gate, c_shared, c_pred = _token_costs(costs, pred, gl, self.prompt_tokens)
+        c_norm, c_attn, c_gate, c_shared, c_pred = _token_costs(costs, pred, steps, self.prompt_tokens)
         on_gpu = pred.runs_on == "gpu"
         fires_pre = pred.fires == PRE_ATTENTION
         max_count = int(steps.counts.max()) if len(steps.counts) else 1
@@ -195,9 +232,9 @@ class FastExecutor:
         )  # fmt: skip
         tok_lat, tok_comp, tok_stall, tok_int, layers, lead, slack, pf_late, makespan = out
         stats = RunStats(core.L)
-        stats.tok_group = [g.index for g in gl for _ in range(g.num_tokens)]
-        stats.tok_step = [t for g in gl for t in range(g.num_tokens)]
-        stats.tok_batch = [b for g in gl for b in g.active]
+        stats.tok_group = _ints(steps.tok_group)
+        stats.tok_step = _ints(steps.tok_step)
+        stats.tok_batch = _ints(steps.tok_batch)
         stats.tok_latency_ms = _floats(tok_lat)
         stats.tok_compute_ms = _floats(tok_comp)
         stats.tok_stall_ms = _floats(tok_stall)

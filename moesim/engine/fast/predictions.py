@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -23,7 +23,8 @@ from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
 from moesim.policies.predictors.oracle import Oracle
 from moesim.policies.predictors.popularity import Popularity
 from moesim.policies.predictors.prev_token import PreviousToken
-from moesim.traces.replay import Group
+from moesim.traces.replay import Group, access_stream
+from moesim.traces.trace import Trace
 
 from numba import njit  # isort: skip
 
@@ -32,7 +33,8 @@ ORACLE, PREV_TOKEN, TABLE = 0, 1, 2
 
 @dataclass(frozen=True)
 class StepArrays:
-    """The replayed groups flattened: keys per layer-step (CSR), tokens per key, group bounds."""
+    """The replayed groups flattened: keys per layer-step (CSR), tokens per key, group bounds, and
+    per decode step its group index, step and batch (the tokens table's first columns)."""
 
     step_ptr: np.ndarray  # (steps + 1,)
     keys: np.ndarray  # (accesses,)
@@ -42,6 +44,39 @@ class StepArrays:
     grp_counts: np.ndarray  # (groups,) 1 where the group has per-key token counts
     step_layer: np.ndarray  # (steps,) layer of each step
     step_token: np.ndarray  # (steps,) global decode step of each step
+    tok_group: np.ndarray  # (tokens,) Group.index
+    tok_step: np.ndarray  # (tokens,) decode step within the group
+    tok_batch: np.ndarray  # (tokens,) Group.active
+
+
+def _finish(step_ptr, keys, counts, nsteps, ntok, grp_counts, index, active, L) -> StepArrays:
+    grp_step0 = np.zeros(len(nsteps) + 1, np.int64)
+    np.cumsum(nsteps, out=grp_step0[1:])
+    grp_tok0 = np.zeros(len(ntok) + 1, np.int64)
+    np.cumsum(ntok, out=grp_tok0[1:])
+    local = np.arange(int(grp_step0[-1]), dtype=np.int64) - np.repeat(grp_step0[:-1], nsteps)
+    step_token = np.repeat(grp_tok0[:-1], nsteps) + local // L
+    tok_step = np.arange(int(grp_tok0[-1]), dtype=np.int64) - np.repeat(grp_tok0[:-1], ntok)
+    tok_group = np.repeat(np.asarray(index, np.int64), ntok)
+    return StepArrays(
+        step_ptr, keys, counts, grp_step0, grp_tok0, grp_counts, local % L, step_token, tok_group,
+        tok_step, active,
+    )  # fmt: skip
+
+
+def trace_steps(trace: Trace) -> StepArrays:
+    """``step_arrays`` of ``iter_groups(trace, batch=1)`` (one group per sequence, in order, its
+    layer-steps the sequence's experts + ``layer * E``), built from the trace's arrays directly."""
+    L, k = trace.meta.num_layers, trace.meta.top_k
+    keys = access_stream(trace, 1).astype(np.int64)
+    nsteps_all = len(keys) // k
+    step_ptr = np.arange(nsteps_all + 1, dtype=np.int64) * k
+    ntok = np.diff(np.asarray(trace.seq_offsets, np.int64))
+    n = trace.num_sequences
+    return _finish(
+        step_ptr, keys, np.ones(len(keys), np.int64), ntok * L, ntok, np.zeros(n, np.int8),
+        np.arange(n), np.ones(int(ntok.sum()), np.int64), L,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,29 +87,32 @@ class PlanArrays:
     ev_keys: np.ndarray
 
 
-def step_arrays(groups: Sequence[Group], L: int) -> StepArrays:
-    lens = np.fromiter((len(st) for g in groups for st in g.steps), np.int64)
-    step_ptr = np.zeros(len(lens) + 1, np.int64)
-    np.cumsum(lens, out=step_ptr[1:])
-    n = int(step_ptr[-1])
-    keys = np.fromiter(chain.from_iterable(st for g in groups for st in g.steps), np.int64, count=n)
-    counts = np.ones(n, np.int64)
-    nsteps = np.array([len(g.steps) for g in groups], np.int64)
-    ntok = np.array([g.num_tokens for g in groups], np.int64)
-    grp_step0 = np.zeros(len(groups) + 1, np.int64)
-    np.cumsum(nsteps, out=grp_step0[1:])
-    grp_tok0 = np.zeros(len(groups) + 1, np.int64)
-    np.cumsum(ntok, out=grp_tok0[1:])
-    grp_counts = np.zeros(len(groups), np.int8)
-    for i, g in enumerate(groups):
+def step_arrays(groups: Iterable[Group], L: int) -> StepArrays:
+    """The groups flattened (read once: ``groups`` may be a generator, never held whole)."""
+    key_parts, cnt_parts, lens_parts = [], [], []
+    nsteps, ntok, has_counts, index, active = [], [], [], [], []
+    for g in groups:
+        lens = np.fromiter(map(len, g.steps), np.int64, count=len(g.steps))
+        n = int(lens.sum())
+        key_parts.append(np.fromiter(chain.from_iterable(g.steps), np.int64, count=n))
         if g.counts is not None:
-            grp_counts[i] = 1
-            a, b = step_ptr[grp_step0[i]], step_ptr[grp_step0[i + 1]]
-            counts[a:b] = np.fromiter(chain.from_iterable(g.counts), np.int64, count=int(b - a))
-    local = np.arange(len(lens), dtype=np.int64) - np.repeat(grp_step0[:-1], nsteps)
-    step_layer = local % L
-    step_token = np.repeat(grp_tok0[:-1], nsteps) + local // L
-    return StepArrays(step_ptr, keys, counts, grp_step0, grp_tok0, grp_counts, step_layer, step_token)
+            cnt_parts.append(np.fromiter(chain.from_iterable(g.counts), np.int64, count=n))
+        else:
+            cnt_parts.append(np.ones(n, np.int64))
+        lens_parts.append(lens)
+        nsteps.append(len(g.steps))
+        ntok.append(g.num_tokens)
+        has_counts.append(g.counts is not None)
+        index.append(g.index)
+        active.extend(g.active)
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    lens_all = cat(lens_parts)
+    step_ptr = np.zeros(len(lens_all) + 1, np.int64)
+    np.cumsum(lens_all, out=step_ptr[1:])
+    return _finish(
+        step_ptr, cat(key_parts), cat(cnt_parts), np.asarray(nsteps, np.int64), np.asarray(ntok, np.int64),
+        np.asarray(has_counts, np.int8), index, np.asarray(active, np.int64), L,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -120,12 +158,20 @@ def _routing_plan(step_ptr, keys, grp_step0, mode, h, L, n_cut, table, table_len
     return ptr, out[:m]
 
 
+def empty_plan(steps: StepArrays) -> PlanArrays:
+    """One empty planning call per group start and per step."""
+    n = len(steps.step_ptr) - 1 + len(steps.grp_step0) - 1
+    return PlanArrays(np.zeros(n + 1, np.int64), np.zeros(0, np.int64))
+
+
 def routing_plan(
     predictor: Predictor, steps: StepArrays, L: int, n_pred: int, threshold: float | None
 ) -> PlanArrays | None:
     """``plan_arrays`` for the oracle, previous-token and popularity predictors, compiled; None for
     any other class (exact class: a subclass may predict otherwise)."""
     cls = type(predictor)
+    if not predictor.predicts:  # never predicts (checked by the contract tests): no plan at all
+        return empty_plan(steps)
     table = np.zeros((1, 1), np.int64)
     table_len = np.zeros(1, np.int64)
     if cls is Oracle:
