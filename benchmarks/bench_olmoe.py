@@ -90,7 +90,6 @@ def main() -> int:
     p = Prepared(sc, model, trace, CHUNKS, profile, 512, k, k)
     steps = trace.num_tokens * model.num_moe_layers
     best = 0.0
-    groups = list(p.groups())  # built once, as a run's cache keeps them
     if args.executor != "sim":
         from moesim.engine.fast.eligibility import core_gap
         from moesim.engine.fast.executor import FastExecutor
@@ -105,6 +104,8 @@ def main() -> int:
         args.executor = "sim" if gap else "fast"
     if args.executor == "fast":
         warm_kernels()
+    # sim: the groups built once, as a run's cache keeps them; fast: its steps come from the trace
+    groups = list(p.groups()) if args.executor == "sim" else []
     for i in range(args.repeat):
         core = build_core(p)
         costs = CostModel(profile, model, args.copy_engines)
@@ -112,7 +113,7 @@ def main() -> int:
         c0 = time.process_time()
         if args.executor == "fast":
             # a fresh plan key per repeat: the prediction pass is timed too, never reused
-            fast = FastExecutor(costs, 512)
+            fast = FastExecutor(costs, 512, trace=trace)
             stats = fast.run(core, groups)
             core = fast.counters  # type: ignore[assignment]
         else:
@@ -127,7 +128,12 @@ def main() -> int:
             f"(hit rate {(core.present - sum(stats.layer_late)) / core.accesses:.4f}, {core.prefetch_issued:,} prefetches)"
         )
     t = time.perf_counter()
-    run_decisions(build_core(p, predictor_name="none"), p.groups())
+    if args.executor == "sim":
+        run_decisions(build_core(p, predictor_name="none"), p.groups())
+    else:
+        from moesim.experiments.pipeline import _fast_baseline
+
+        _fast_baseline(p, build_core(p, predictor_name="none"))
     print(
         f"on-demand baseline replay (decisions only): {steps / (time.perf_counter() - t):,.0f} layer-steps/s"
     )

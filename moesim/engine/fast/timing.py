@@ -124,17 +124,6 @@ def _sort_ready(r, k, n):
 
 
 @njit(cache=True)
-def _sort_floats(r, n):
-    for i in range(1, n):
-        rv = r[i]
-        j = i - 1
-        while j >= 0 and r[j] > rv:
-            r[j + 1] = r[j]
-            j -= 1
-        r[j + 1] = rv
-
-
-@njit(cache=True)
 def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
     step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
     load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf, finish_keys,
@@ -204,7 +193,25 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
             t_gate = t_norm + c_attn[tok] + c_gate[tok]
             for i in range(gevp_ptr[s], gevp_ptr[s + 1]):
                 h2d -= _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, T, S, c, inflight, LS)
-            _advance(t_gate, free, T, S, c, dur)
+            while c[QH] < c[QT]:  # _advance(t_gate, ...), inlined on this per-step path
+                lane = 0
+                for j in range(1, lanes):
+                    if free[j] < free[lane]:
+                        lane = j
+                f = free[lane]
+                if f > t_gate:
+                    break
+                tr = c[QH]
+                if S[tr] != PENDING:
+                    c[QH] += 1
+                    continue
+                start = f if f > T[ISSUE, tr] else T[ISSUE, tr]
+                if start > t_gate:
+                    break
+                c[QH] += 1
+                T[END, tr] = start + dur
+                free[lane] = start + dur
+                S[tr] = STARTED
             p0, p1 = step_ptr[s], step_ptr[s + 1]
             late = 0
             n_done = 0
@@ -318,7 +325,13 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
             if not counts:  # _compute_fast
                 for _ in range(n_done):
                     cur += ffn1
-                _sort_floats(rr, nr)
+                for j in range(1, nr):  # insertion sort of the waits (a handful)
+                    rv = rr[j]
+                    m = j - 1
+                    while m >= 0 and rr[m] > rv:
+                        rr[m + 1] = rr[m]
+                        m -= 1
+                    rr[m + 1] = rv
                 for j in range(nr):
                     r = rr[j]
                     if r > cur:
