@@ -201,23 +201,35 @@ def _pct(values: np.ndarray) -> Percentiles:
     return {"mean": _r(values.mean()), "p50": _r(p50), "p90": _r(p90), "p99": _r(p99)}
 
 
+_ARRAY_DTYPES = {"q": np.dtype(np.int64), "d": np.dtype(np.float64)}
+
+
+def _column(values: Sequence[float] | array) -> Any:
+    """A tokens-table column from a ``RunStats`` series: a non-empty int64/float64 array as a view
+    (the DataFrame copies it once into its block), anything else as a list, which pandas types
+    from its values as it did when the series were lists (an empty column stays ``object``)."""
+    if isinstance(values, array) and len(values) and values.typecode in _ARRAY_DTYPES:
+        return np.frombuffer(values, dtype=_ARRAY_DTYPES[values.typecode])
+    return list(values)
+
+
 def build_tables(
     core: CoreCounters, stats: RunStats, layer_indices: tuple[int, ...]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     tokens = pd.DataFrame(
         {
-            "group": stats.tok_group,
-            "step": stats.tok_step,
-            "batch": stats.tok_batch,
-            "tpot_ms": stats.tok_latency_ms,
-            "compute_ms": stats.tok_compute_ms,
-            "stall_ms": stats.tok_stall_ms,
-            "hits": stats.tok_hits,
-            "late_hits": stats.tok_late,
-            "misses": stats.tok_misses,
-            "bytes_h2d": stats.tok_bytes_h2d,
-            "evictions": stats.tok_evictions,
-            "refetches": stats.tok_refetches,
+            "group": _column(stats.tok_group),
+            "step": _column(stats.tok_step),
+            "batch": _column(stats.tok_batch),
+            "tpot_ms": _column(stats.tok_latency_ms),
+            "compute_ms": _column(stats.tok_compute_ms),
+            "stall_ms": _column(stats.tok_stall_ms),
+            "hits": _column(stats.tok_hits),
+            "late_hits": _column(stats.tok_late),
+            "misses": _column(stats.tok_misses),
+            "bytes_h2d": _column(stats.tok_bytes_h2d),
+            "evictions": _column(stats.tok_evictions),
+            "refetches": _column(stats.tok_refetches),
         }
     )
     acc = np.asarray(core.layer_accesses)
