@@ -17,7 +17,8 @@ set size (``os.wait4``'s rusage, the same figure as ``/usr/bin/time -v``). Comma
 - ``import-csv``: ``moesim trace import --format table`` of a long CSV (one row per token and
   layer, ``--csv-tokens`` tokens) written by this script.
 
-Prints a table (command, wall seconds, peak RSS, within the 2 GB goal). Nothing is timed in tests.
+Prints a table (command, wall seconds, CPU seconds, the 1-minute load average when it ended, peak
+RSS, within the 2 GB goal). Nothing is timed in tests.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ def moesim(*args: str) -> list[str]:
     return [sys.executable, "-m", "moesim.cli.main", *args]
 
 
-def measure(cmd: list[str], log: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MiB, exit status) of ``cmd`` run as a child process."""
+def measure(cmd: list[str], log: Path) -> tuple[float, float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, exit status) of ``cmd`` run as a child process
+    (CPU: user + system of the child and the workers it waited for; wall time depends on the load)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, proc.returncode
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - t0, cpu, usage.ru_maxrss / 1024.0, proc.returncode
 
 
 def synth_args(out: Path, tokens: int) -> list[str]:
@@ -140,20 +143,20 @@ def main() -> int:
                 subprocess.run([sys.executable, __file__, "--write-csv", *csv_args], check=True, cwd=ROOT)
                 name = f"import-csv ({(work / 'routes.csv').stat().st_size / 2**20:.0f} MiB)"
             log = work / f"{name.split()[0].replace(':', '-')}.log"
-            wall, rss, rc = measure(cmd, log)
-            rows.append((name, wall, rss, rc))
-            print(f"{name:<28} {wall:8.1f} s {rss:9.0f} MiB  rc={rc}", flush=True)
+            wall, cpu, rss, rc = measure(cmd, log)
+            rows.append((name, wall, cpu, rss, rc, os.getloadavg()[0]))
+            print(f"{name:<28} {wall:8.1f} s {cpu:8.1f} s CPU {rss:9.0f} MiB  rc={rc}", flush=True)
             if rc != 0:
                 print(log.read_text()[-2000:], file=sys.stderr)
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\ntrace: {args.tokens:,} tokens (runs: {args.run_tokens:,}), 16 layers, E=64, k=8")
-    print(f"{'command':<28} {'wall s':>8} {'peak RSS MiB':>13}  under 2 GB")
-    for name, wall, rss, rc in rows:
+    print(f"{'command':<28} {'wall s':>8} {'CPU s':>8} {'load':>5} {'peak RSS MiB':>13}  under 2 GB")
+    for name, wall, cpu, rss, rc, load in rows:
         ok = "yes" if rss < LIMIT_MB and rc == 0 else ("FAILED" if rc else "NO")
-        print(f"{name:<28} {wall:8.1f} {rss:13.0f}  {ok}")
-    return 0 if all(rss < LIMIT_MB and rc == 0 for _, _, rss, rc in rows) else 1
+        print(f"{name:<28} {wall:8.1f} {cpu:8.1f} {load:5.1f} {rss:13.0f}  {ok}")
+    return 0 if all(rss < LIMIT_MB and rc == 0 for _, _, _, rss, rc, _ in rows) else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ policy or executor code.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any, Protocol, TypedDict
 
@@ -200,23 +201,35 @@ def _pct(values: np.ndarray) -> Percentiles:
     return {"mean": _r(values.mean()), "p50": _r(p50), "p90": _r(p90), "p99": _r(p99)}
 
 
+_ARRAY_DTYPES = {"q": np.dtype(np.int64), "d": np.dtype(np.float64)}
+
+
+def _column(values: Sequence[float] | array) -> Any:
+    """A tokens-table column from a ``RunStats`` series: a non-empty int64/float64 array as a view
+    (the DataFrame copies it once into its block), anything else as a list, which pandas types
+    from its values as it did when the series were lists (an empty column stays ``object``)."""
+    if isinstance(values, array) and len(values) and values.typecode in _ARRAY_DTYPES:
+        return np.frombuffer(values, dtype=_ARRAY_DTYPES[values.typecode])
+    return list(values)
+
+
 def build_tables(
     core: CoreCounters, stats: RunStats, layer_indices: tuple[int, ...]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     tokens = pd.DataFrame(
         {
-            "group": stats.tok_group,
-            "step": stats.tok_step,
-            "batch": stats.tok_batch,
-            "tpot_ms": stats.tok_latency_ms,
-            "compute_ms": stats.tok_compute_ms,
-            "stall_ms": stats.tok_stall_ms,
-            "hits": stats.tok_hits,
-            "late_hits": stats.tok_late,
-            "misses": stats.tok_misses,
-            "bytes_h2d": stats.tok_bytes_h2d,
-            "evictions": stats.tok_evictions,
-            "refetches": stats.tok_refetches,
+            "group": _column(stats.tok_group),
+            "step": _column(stats.tok_step),
+            "batch": _column(stats.tok_batch),
+            "tpot_ms": _column(stats.tok_latency_ms),
+            "compute_ms": _column(stats.tok_compute_ms),
+            "stall_ms": _column(stats.tok_stall_ms),
+            "hits": _column(stats.tok_hits),
+            "late_hits": _column(stats.tok_late),
+            "misses": _column(stats.tok_misses),
+            "bytes_h2d": _column(stats.tok_bytes_h2d),
+            "evictions": _column(stats.tok_evictions),
+            "refetches": _column(stats.tok_refetches),
         }
     )
     acc = np.asarray(core.layer_accesses)
@@ -245,16 +258,37 @@ def build_tables(
     return tokens, layers
 
 
+def _samples(values: array) -> np.ndarray:
+    """A read-only float64 view of a ``RunStats`` sample array (no copy: at a million tokens under
+    ARC each array holds tens of millions of samples, hundreds of MB)."""
+    if not len(values):
+        return np.zeros(0)
+    view = np.frombuffer(values, dtype=np.float64)
+    view.flags.writeable = False
+    return view
+
+
+def _nan_padded(values: np.ndarray, n: int) -> np.ndarray:
+    if len(values) == n:
+        return values
+    out = np.full(n, np.nan)
+    out[: len(values)] = values
+    return out
+
+
 def build_extras(stats: RunStats) -> pd.DataFrame:
     """Per useful prefetch: lead time (issue to demand) and slack (arrival to demand), in ms.
 
     The summary keeps only their means; the prefetch-waste report plots the distributions, and
-    ``lead_ms - slack_ms`` is each prefetch's issue-to-arrival time (queueing + copy)."""
-    lead = np.frombuffer(stats.lead_samples, dtype=np.float64) if len(stats.lead_samples) else np.zeros(0)
-    slack = np.frombuffer(stats.slack_samples, dtype=np.float64) if len(stats.slack_samples) else np.zeros(0)
+    ``lead_ms - slack_ms`` is each prefetch's issue-to-arrival time (queueing + copy). A column
+    shorter than the other is padded with NaN at its end.
+
+    The columns are read-only views of ``stats``' sample arrays, not copies (only a shorter column
+    is copied, to pad it): while the table lives those arrays keep their memory and cannot grow
+    (appending raises BufferError), so build it once the run is over."""
+    lead, slack = _samples(stats.lead_samples), _samples(stats.slack_samples)
     n = max(len(lead), len(slack))
-    pad = lambda a: np.concatenate([a, np.full(n - len(a), np.nan)]) if len(a) < n else a.copy()  # noqa: E731
-    return pd.DataFrame({"lead_ms": pad(lead), "slack_ms": pad(slack)})
+    return pd.DataFrame({"lead_ms": _nan_padded(lead, n), "slack_ms": _nan_padded(slack, n)}, copy=False)
 
 
 def build_summary(
@@ -272,8 +306,7 @@ def build_summary(
     bytes_h2d = bytes_demand + bytes_prefetch
     wasted = int(sum(stats.layer_prefetch_wasted))
     cancelled = int(sum(stats.layer_prefetch_cancelled))
-    lead = np.frombuffer(stats.lead_samples, dtype=np.float64) if len(stats.lead_samples) else np.zeros(0)
-    slack = np.frombuffer(stats.slack_samples, dtype=np.float64) if len(stats.slack_samples) else np.zeros(0)
+    lead, slack = _samples(stats.lead_samples), _samples(stats.slack_samples)
     tpot = tokens["tpot_ms"].to_numpy()
     hit_rate = hits / core.accesses if core.accesses else 0.0
     dram_lookups = core.dram_hits + core.dram_misses

@@ -19,6 +19,7 @@ from moesim.errors import fail
 from moesim.io import atomic_dir, dumps_json
 from moesim.readers import read_json_file
 from moesim.traces.importers.common import ID_MAX, npy_header, strict_int, strict_int_list
+from moesim.traces.pages import release
 from moesim.traces.trace import SCHEMA_NAME, SCHEMA_VERSION, Trace, TraceMeta
 
 MANIFEST = "trace.json"
@@ -358,4 +359,5 @@ def trace_digest(trace_or_path: Trace | str | os.PathLike) -> str:
             continue
         for sl in _row_chunks(arr):
             h.update(memoryview(_cast_chunk(name, np.asarray(arr[sl]), dtypes[name])).cast("B"))  # type: ignore[arg-type]
+            release(arr)  # hashed pages need not stay resident (moesim/traces/pages.py)
     return "sha256:" + h.hexdigest()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.errors import fail
+from moesim.traces.pages import release
 from moesim.traces.trace import Trace
 
 # Ids checked per chunk; ~1M keeps the temporary sort arrays small.
@@ -241,6 +242,8 @@ def _check_content(
         return f"{file}: sequence {s} {token_word} {t} layer {layer}"
 
     for start in range(0, len(experts), step):
+        release(experts)  # checked pages need not stay resident (moesim/traces/pages.py)
+        release(weights)
         ids = np.asarray(experts[start : start + step])
         bad = (ids < 0) | (ids >= E)
         if bad.any():
