@@ -249,7 +249,7 @@ def simulate(
     if costs is None:
         costs = cost_model(p)
     which = choose_executor(
-        p, core, costs, executor=executor, executor_name=executor_name, timeline=timeline,
+        p, core, costs, executor=executor, executor_name=executor_name, timeline=bool(timeline),
         batching=batching, record=record,
     )  # fmt: skip
     batcher = make_batcher(p) if batching else None

@@ -68,7 +68,7 @@ def scenario_gap(sc: Any) -> str | None:
     Defaults are those of ``type(sc)()`` (the scenario class's own)."""
     base = type(sc)()
     # every field, also those to_dict leaves out at their defaults (the runtime section)
-    default = _flat(asdict(base) if is_dataclass(base) else base.to_dict())
+    default = _flat(asdict(base) if is_dataclass(base) and not isinstance(base, type) else base.to_dict())
     for key, value in _flat(sc.to_dict()).items():
         if key in _ANY:
             continue

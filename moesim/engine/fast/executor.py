@@ -95,6 +95,15 @@ def _floats(a: np.ndarray) -> list[float]:
     return np.asarray(a, np.float64).tolist()
 
 
+def _int_array(a: np.ndarray) -> array:
+    """A RunStats per-token column: int64 values in an ``array('q')``, as the simulator appends them."""
+    return array("q", np.ascontiguousarray(a, np.int64).tobytes())
+
+
+def _float_array(a: np.ndarray) -> array:
+    return array("d", np.ascontiguousarray(a, np.float64).tobytes())
+
+
 def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) -> Decisions:
     """The decision pass for ``core``'s settings (a fresh core: it is only read)."""
     L, E = core.L, core.E
@@ -232,18 +241,18 @@ class FastExecutor:
         )  # fmt: skip
         tok_lat, tok_comp, tok_stall, tok_int, layers, lead, slack, pf_late, makespan = out
         stats = RunStats(core.L)
-        stats.tok_group = _ints(steps.tok_group)
-        stats.tok_step = _ints(steps.tok_step)
-        stats.tok_batch = _ints(steps.tok_batch)
-        stats.tok_latency_ms = _floats(tok_lat)
-        stats.tok_compute_ms = _floats(tok_comp)
-        stats.tok_stall_ms = _floats(tok_stall)
-        stats.tok_hits = _ints(tok_int[:, 0])
-        stats.tok_late = _ints(tok_int[:, 1])
-        stats.tok_misses = _ints(tok_int[:, 2])
-        stats.tok_bytes_h2d = _ints(tok_int[:, 3])
-        stats.tok_evictions = _ints(tok_int[:, 4])
-        stats.tok_refetches = _ints(tok_int[:, 5])
+        stats.tok_group = _int_array(steps.tok_group)
+        stats.tok_step = _int_array(steps.tok_step)
+        stats.tok_batch = _int_array(steps.tok_batch)
+        stats.tok_latency_ms = _float_array(tok_lat)
+        stats.tok_compute_ms = _float_array(tok_comp)
+        stats.tok_stall_ms = _float_array(tok_stall)
+        stats.tok_hits = _int_array(tok_int[:, 0])
+        stats.tok_late = _int_array(tok_int[:, 1])
+        stats.tok_misses = _int_array(tok_int[:, 2])
+        stats.tok_bytes_h2d = _int_array(tok_int[:, 3])
+        stats.tok_evictions = _int_array(tok_int[:, 4])
+        stats.tok_refetches = _int_array(tok_int[:, 5])
         l_late, l_stall, l_bdem, l_bpf, l_bwasted, l_wasted, l_cancel = layers
         stats.layer_late = _ints(l_late)
         stats.layer_stall_ms = _floats(l_stall)
@@ -253,7 +262,7 @@ class FastExecutor:
         stats.layer_prefetch_wasted = _ints(l_wasted)
         stats.layer_prefetch_cancelled = _ints(l_cancel)
         stats.prefetch_late = int(pf_late)
-        stats.lead_samples = array("d", np.ascontiguousarray(lead, np.float64).tobytes())
-        stats.slack_samples = array("d", np.ascontiguousarray(slack, np.float64).tobytes())
+        stats.lead_samples = _float_array(lead)
+        stats.slack_samples = _float_array(slack)
         stats.makespan_ms = float(makespan)
         return stats
