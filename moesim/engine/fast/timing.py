@@ -123,7 +123,7 @@ def _sort_ready(r, k, n):
         k[j + 1] = kv
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
     step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
     load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf, finish_keys,
