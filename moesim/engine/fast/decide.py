@@ -50,7 +50,7 @@ class Decisions:
     bypassed: int
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def decide(  # noqa: C901  (one function on purpose: see the docstring)
     step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys,
     fires_pre, L, E, policy, layered, caps, window, nxt_acc, first,
