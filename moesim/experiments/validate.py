@@ -189,6 +189,9 @@ def validate_loaded(
             f"(k={k} x batch={sc.batch}); set cache.capacity >= {min_slots}, or cache.bypass=true to stream "
             "what does not fit"
         )
+    # every layer-step times these: a missing one is refused here, before any run (or compile) starts
+    shared = ("shared_expert_ffn",) if model.num_shared_experts else ()
+    profile.require("norm", "attention", "gate", "expert_ffn", "h2d_pinned", *shared)
     handler = reg.miss.get(sc.miss.policy)
     if handler.needs_cpu and not profile.has("cpu_expert_ffn"):
         fail(

@@ -94,6 +94,12 @@ class LatencyProfile:
     def has(self, op: str) -> bool:
         return op in self._evals
 
+    def require(self, *ops: str) -> None:
+        """One error line naming the first of ``ops`` this profile has no table for."""
+        for op in ops:
+            if op not in self._evals:
+                raise self._missing(op)
+
     def _missing(self, op: str) -> MoesimInputError:
         have = ", ".join(self._tables) or "none"
         where = self._source or f"profile {self._name}"

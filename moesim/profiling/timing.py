@@ -101,14 +101,15 @@ def _time_cuda(dev: LiveDevice, fn: Callable[[int], object], repeats: int, warmu
     stream = cuda.current_stream(dev.torch_device)
     host = _host_times(fn, range(warmup, warmup + repeats), stream.synchronize)
     stream.synchronize()
-    # Sleep long enough to cover enqueueing every call, with margin.
-    lead_ms = 2.0 * sum(host) + 1.0
+    # Sleep long enough to cover enqueueing every call, with margin; each retry sleeps exactly 4x
+    # longer (whole cycles, so the factor is not lost to rounding).
+    cycles = int((2.0 * sum(host) + 1.0) * SLEEP_CYCLES_PER_MS)
     first = warmup + repeats
     for _ in range(BUSY_TRIES):
-        gpu, busy = gpu_pass(stream, fn, range(first, first + repeats), lead_ms, cuda)
+        gpu, busy = gpu_pass(stream, fn, range(first, first + repeats), cycles / SLEEP_CYCLES_PER_MS, cuda)
         if busy:
             break
-        lead_ms *= 4
+        cycles *= 4
     return replace(Sample.of(gpu), host=Sample.of(host), busy=busy)
 
 
@@ -119,7 +120,7 @@ def gpu_pass(
     busy (the first event still pending once every call was enqueued)."""
     events = [cuda.Event(enable_timing=True) for _ in range(len(calls) + 1)]
     with cuda.stream(stream):
-        cuda._sleep(int(lead_ms * SLEEP_CYCLES_PER_MS))
+        cuda._sleep(round(lead_ms * SLEEP_CYCLES_PER_MS))
         events[0].record(stream)
         for j, i in enumerate(calls):
             fn(i)

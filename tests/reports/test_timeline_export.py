@@ -157,6 +157,7 @@ def test_run_cli_timeline_and_gantt(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     # the run's own files are unchanged by the flags
     plain = tmp_path / "plain"
-    assert main(["run", "--quiet", "--set", "trace.max_sequences=1", "--out", str(plain)]) == 0
+    # on the simulation executor, as the timeline run (auto would take the fast one: another executor name)
+    assert main(["run", "--quiet", "--executor", "sim", "--set", "trace.max_sequences=1", "--out", str(plain)]) == 0
     assert (plain / "summary.json").read_bytes() == (tmp_path / "r" / "summary.json").read_bytes()
     assert main(["run", "--quiet", "--out", str(tmp_path / "x"), "--gantt", str(png), "--tokens", "zz"]) == 2
