@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from moesim.policies.predictors._nets import ProphetNet  # noqa: E402
 from moesim.policies.predictors import _prophet_batch  # noqa: E402
+from moesim.policies.predictors._nets import ProphetNet  # noqa: E402
 from moesim.policies.predictors._prophet_batch import BLOCK, QUANTUM  # noqa: E402
 from moesim.policies.predictors.base import PredictorSetup  # noqa: E402
 from moesim.policies.predictors.prophet import Prophet, ProphetModel, _build_net  # noqa: E402

@@ -27,10 +27,11 @@ import numpy as np
 
 from moesim.policies.predictors.base import Prediction
 
-# Samples per network call in the batched path: per-call overhead (op dispatch, the attention
-# kernel's setup) is amortised over more rows; 4096 ran ~10% faster than 256 on a 2-core CPU and
-# every row is bit-identical to the smaller blocks' (test_learned_batch checks it).
-BLOCK = 4096
+# Samples per network call in the batched path. Measured on the shared 2-core CPU (CPU time,
+# 32,768 firings, 3 rounds): 256 and 1024 are within noise (9.8 vs 9.2 s per 204,800 firings),
+# 4096 is slower (13.1 s: its (4096*6, 256) activations leave the cache). Rows are bit-identical
+# at any of these sizes.
+BLOCK = 256
 QUANTUM = 16  # every call is padded to a multiple of this many samples
 
 
