@@ -97,10 +97,11 @@ class GroupPredictions:
         fire_t = np.maximum(tgt - np.asarray(plan.h, np.int64)[tgt % L], -1)
         by_firing = np.lexsort((tgt, fire_t))  # per-layer horizons can put a later firing first
         tgt, fire_t = tgt[by_firing], fire_t[by_firing]
+        self._t = tgt
         head_t = tgt - fire_t  # horizon d of each target (1-based)
         S, first = np.unique(fire_t, return_index=True)  # the firings and their first target
         # the firing of step s (-1..n-1) owns targets lo[s + 1] .. lo[s + 2] - 1
-        self._lo = np.searchsorted(fire_t, np.arange(-1, n + 1), side="left").tolist()
+        self._lo = np.searchsorted(fire_t, np.arange(-1, n + 1), side="left")
         # a firing's horizons as a bit set (bit d-1), then its inputs
         mask = np.bitwise_or.reduceat(np.left_shift(1, head_t - 1), first) if n else np.zeros(0, np.int64)
         U = S[:, None] + offsets(L, c, H)[None, :]
@@ -121,13 +122,10 @@ class GroupPredictions:
             hidx = np.searchsorted(np.asarray(heads), head_t[mine])
             P[mine] = probs[pos[owner[mine]], hidx]
         order = np.argsort(-P, axis=1, kind="stable")  # ranked(): ties by lower expert id
-        # converted to Python lists once per group (one call each, not two per target): every
-        # target is handed out exactly once, so nothing is converted twice or shared
-        self._keys = (order + ((tgt % L) * E)[:, None]).tolist()
-        self._scores = np.take_along_axis(P, order, 1).astype(np.float64).tolist()
-        self._tl = tgt.tolist()
+        self._keys = order + ((tgt % L) * E)[:, None]
+        self._scores = np.take_along_axis(P, order, 1).astype(np.float64)
 
     def at(self, s: int) -> list[Prediction]:
         lo, hi = self._lo[s + 1], self._lo[s + 2]
-        keys, scores, t = self._keys, self._scores, self._tl
-        return [(t[r], keys[r], scores[r]) for r in range(lo, hi)]
+        keys, scores, t = self._keys, self._scores, self._t
+        return [(int(t[r]), keys[r].tolist(), scores[r].tolist()) for r in range(lo, hi)]
