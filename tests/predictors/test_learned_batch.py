@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from moesim.policies.predictors import _prophet_batch  # noqa: E402
 from moesim.policies.predictors._nets import ProphetNet  # noqa: E402
 from moesim.policies.predictors._prophet_batch import BLOCK, QUANTUM  # noqa: E402
 from moesim.policies.predictors.base import PredictorSetup  # noqa: E402
@@ -93,12 +94,14 @@ def test_per_layer_horizons_and_tiny_groups():
         assert any(len(p) > 1 for _, _, p in ref) and any(s != "start" and not p for s, _, p in ref)
 
 
-def test_many_blocks_and_bucket_padding():
-    """A group longer than one network block, at batch 4 (set widths vary: several buckets)."""
+def test_many_blocks_and_bucket_padding(monkeypatch):
+    """A group longer than one network block, at batch 4 (set widths vary: several buckets). The
+    block is shrunk so a small trace spans several (the default block's rows are checked below)."""
+    monkeypatch.setattr(_prophet_batch, "BLOCK", 64)
     rng = np.random.default_rng(11)
     trace = random_trace(rng, 4, [40, 33, 38, 21], 8, 16, 2)
     model = _model(8, 16, 2, d=32, ff=64)
-    assert BLOCK < 40 * 8  # several network blocks per group
+    assert _prophet_batch.BLOCK < 40 * 8  # several network blocks per group
     for batch in (1, 4):
         ref = _replay(_predictor(trace, model, batch, 2, False), iter_groups(trace, batch))
         got = _replay(_predictor(trace, model, batch, 2, True), iter_groups(trace, batch))
