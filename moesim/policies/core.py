@@ -19,6 +19,7 @@ from moesim.policies.miss.base import CPU, FETCH, SUBSTITUTE, MissHandler
 from moesim.policies.outputs import StepOutputs
 from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
+from moesim.policies.totals import LayerTotals
 from moesim.traces.replay import Group
 
 _NEVER = -(1 << 62)  # "evicted at" of an expert never evicted
@@ -31,7 +32,7 @@ class PlannerConfig:
     threshold: float | None = None  # drop predicted experts scoring below this
 
 
-class PolicyCore:
+class PolicyCore(LayerTotals):
     def __init__(
         self,
         predictor: Predictor,
@@ -94,30 +95,6 @@ class PolicyCore:
         self.layer_prefetch_issued = [0] * num_layers
         self.layer_prefetch_useful = [0] * num_layers
         self.layer_evictions = [0] * num_layers
-
-    @property
-    def accesses(self) -> int:
-        return sum(self.layer_accesses)
-
-    @property
-    def present(self) -> int:
-        return sum(self.layer_present)
-
-    @property
-    def misses(self) -> int:
-        return self.accesses - self.present
-
-    @property
-    def prefetch_issued(self) -> int:
-        return sum(self.layer_prefetch_issued)
-
-    @property
-    def prefetch_useful(self) -> int:
-        return sum(self.layer_prefetch_useful)
-
-    @property
-    def evictions(self) -> int:
-        return sum(self.layer_evictions)
 
     # -- group (request batch) boundaries ---------------------------------------------------
     def start_group(self, group: Group) -> None:

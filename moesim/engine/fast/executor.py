@@ -34,12 +34,13 @@ from moesim.metrics.stats import RunStats
 from moesim.policies.core import PolicyCore
 from moesim.policies.future import next_and_first
 from moesim.policies.predictors.base import PRE_ATTENTION, Predictor
+from moesim.policies.totals import LayerTotals
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
 
 @dataclass
-class FastCounters:
+class FastCounters(LayerTotals):
     """The policy core's counters after a fast run (``moesim.metrics.summary.CoreCounters``), plus
     the two attributes the pipeline reads of a core (``predictor``, ``log``)."""
 
@@ -61,30 +62,6 @@ class FastCounters:
     dram_misses: int = 0
     dram_evictions: int = 0
     log: list[tuple] | None = field(default=None, repr=False)
-
-    @property
-    def accesses(self) -> int:
-        return sum(self.layer_accesses)
-
-    @property
-    def present(self) -> int:
-        return sum(self.layer_present)
-
-    @property
-    def misses(self) -> int:
-        return self.accesses - self.present
-
-    @property
-    def prefetch_issued(self) -> int:
-        return sum(self.layer_prefetch_issued)
-
-    @property
-    def prefetch_useful(self) -> int:
-        return sum(self.layer_prefetch_useful)
-
-    @property
-    def evictions(self) -> int:
-        return sum(self.layer_evictions)
 
 
 def _ints(a: np.ndarray) -> list[int]:
