@@ -194,25 +194,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
             t_gate = t_norm + c_attn[tok] + c_gate[tok]
             for i in range(gevp_ptr[s], gevp_ptr[s + 1]):
                 h2d -= _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, T, S, c, inflight, LS)
-            while c[QH] < c[QT]:  # _advance(t_gate, ...), inlined on this per-step path
-                lane = 0
-                for j in range(1, lanes):
-                    if free[j] < free[lane]:
-                        lane = j
-                f = free[lane]
-                if f > t_gate:
-                    break
-                tr = c[QH]
-                if S[tr] != PENDING:
-                    c[QH] += 1
-                    continue
-                start = f if f > T[ISSUE, tr] else T[ISSUE, tr]
-                if start > t_gate:
-                    break
-                c[QH] += 1
-                T[END, tr] = start + dur
-                free[lane] = start + dur
-                S[tr] = STARTED
+            _advance(t_gate, free, T, S, c, dur)
             p0, p1 = step_ptr[s], step_ptr[s + 1]
             late = 0
             n_done = 0
