@@ -119,6 +119,19 @@ def test_timeline_and_decision_log_fall_back_to_sim():
         pipeline.run_scenario(sc, timeline=True, executor="fast")
 
 
+def test_auto_keeps_runs_past_the_memory_bound_on_sim(monkeypatch):
+    """The fast path's arrays grow with the run: past the bound, auto runs sim; asked for, fast runs."""
+    sc = load_scenario(None, ["trace.max_sequences=2"])
+    p = pipeline.load(sc)
+    accesses = pipeline._routed_accesses(p)
+    which = dict(executor=None, executor_name="sim", timeline=False, batching=True, record=False)
+    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses)
+    assert pipeline.choose_executor(p, build_core(p), None, **which) == "fast"
+    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses - 1)
+    assert pipeline.choose_executor(p, build_core(p), None, **which) == "sim"
+    assert pipeline.choose_executor(p, build_core(p), None, **dict(which, executor="fast")) == "fast"
+
+
 def test_a_cost_model_with_host_times_falls_back_to_sim():
     """Host tables come with a (CUDA-measured) profile, not a scenario key: the cost model decides."""
     from moesim.hardware.runtime import RuntimeCosts
