@@ -28,3 +28,14 @@ def external_traces() -> Path:
     if root is None:
         pytest.skip("../shared/external-traces not present")
     return root / "external-traces"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_kernels_compiled() -> None:
+    """Compile (or load) the fast executor's kernels once before any test: on a cold numba cache
+    the first fast run prints a one-time 'compiling' note on stderr, which would otherwise land in
+    whichever test's captured stderr happens to come first (tests/engine/test_fast_jit.py tests the
+    note itself, with a cache folder of its own)."""
+    from moesim.engine.fast.jit import warm_kernels
+
+    warm_kernels()
