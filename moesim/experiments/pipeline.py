@@ -140,6 +140,8 @@ def _fast_decisions_ok(p: Prepared, core: PolicyCore) -> bool:
 
     if p.scenario.executor == "sim" or not miss_handler_class_ok(p.scenario):
         return False
+    if p.scenario.executor == "auto" and _routed_accesses(p) > FAST_AUTO_MAX_ACCESSES:
+        return False  # the compiled pass holds whole-run arrays too (see FAST_AUTO_MAX_ACCESSES)
     return run_gap(p.scenario, core, None, timeline=False, batching=True, record=False) is None
 
 

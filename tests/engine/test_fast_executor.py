@@ -130,6 +130,9 @@ def test_auto_keeps_runs_past_the_memory_bound_on_sim(monkeypatch):
     monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses - 1)
     assert pipeline.choose_executor(p, build_core(p), None, **which) == "sim"
     assert pipeline.choose_executor(p, build_core(p), None, **dict(which, executor="fast")) == "fast"
+    assert not pipeline._fast_decisions_ok(p, build_core(p))  # nor the baseline's decision pass
+    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses)
+    assert pipeline._fast_decisions_ok(p, build_core(p))
 
 
 def test_a_cost_model_with_host_times_falls_back_to_sim():
