@@ -175,13 +175,7 @@ def token_tables(
     p = params or RooflineParams()
     r = _Roof(model, d, get_cpu(d.host_cpu), p)
     inputs = {
-        "device": d.key,
-        "memory_bandwidth_gbps": d.memory_bandwidth_gbps,
-        "bf16_dense_tflops": d.bf16_dense_tflops,
-        "memory_efficiency": p.memory_efficiency,
-        "compute_efficiency": p.compute_efficiency,
-        "launch_overhead_us": d.launch_overhead_us,
-        "act_bytes": p.act_bytes,
+        **_device_inputs(d, p),
         **_model_inputs(model),
         "vocab_size": model.vocab_size,
         "dense_intermediate_size": dense_intermediate(model),
@@ -204,6 +198,19 @@ def token_tables(
         }
         out.append(Table(op, (axis,), (g,), tuple(r.token_op(op, t) for t in g), prov))
     return out
+
+
+def _device_inputs(d, p: RooflineParams) -> dict:
+    """The device and roofline parameters an estimate depends on (its provenance's inputs)."""
+    return {
+        "device": d.key,
+        "memory_bandwidth_gbps": d.memory_bandwidth_gbps,
+        "bf16_dense_tflops": d.bf16_dense_tflops,
+        "memory_efficiency": p.memory_efficiency,
+        "compute_efficiency": p.compute_efficiency,
+        "launch_overhead_us": d.launch_overhead_us,
+        "act_bytes": p.act_bytes,
+    }
 
 
 def _model_inputs(m: ModelSpec) -> dict:
@@ -232,15 +239,7 @@ def estimate_profile(
     p = params or RooflineParams()
     c = get_cpu(cpu or d.host_cpu) if not isinstance(cpu, CpuSpec) else cpu
     r = _Roof(model, d, c, p)
-    dev_in = {
-        "device": d.key,
-        "memory_bandwidth_gbps": d.memory_bandwidth_gbps,
-        "bf16_dense_tflops": d.bf16_dense_tflops,
-        "memory_efficiency": p.memory_efficiency,
-        "compute_efficiency": p.compute_efficiency,
-        "launch_overhead_us": d.launch_overhead_us,
-        "act_bytes": p.act_bytes,
-    }
+    dev_in = _device_inputs(d, p)
     minp = _model_inputs(model)
     gpu_formula = "max(flops / (bf16_dense_tflops*1e9*compute_eff), bytes / (mem_gbps*1e6*memory_eff)) + kernels*launch_us/1e3  [ms]"
 
