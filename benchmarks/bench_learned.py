@@ -4,8 +4,10 @@
     python benchmarks/bench_learned.py --model /tmp/prophet.safetensors --domain general
     python benchmarks/bench_learned.py --per-step-sequences 2   # also time the per-step path (slow)
 
-Replays the domain through the simulation executor (policy core + SimPy timing model; LRU 256,
-horizon 1) with each predictor and prints layer-steps per CPU-second and the ratio. The Prophet
+Replays the domain with each predictor (LRU 256, horizon 1) through each executor (``--executors``:
+the simulation executor, policy core + SimPy timing model, and the compiled fast executor, which
+replays Prophet's batched predictions since they depend only on the routing) and prints
+layer-steps per CPU-second and the ratio on each. The Prophet
 figure includes building the predictor (loading the model, importing torch) and all its network
 calls. Without --model a small Prophet (default architecture, 1 epoch on 20,000 samples) is
 trained on --train-domain into a temporary directory, never into the repository. Needs
@@ -42,19 +44,24 @@ def _prepared(trace, predictor: str, params: dict, capacity: int, horizon: int):
     return Prepared(sc, model, trace, CHUNKS, profile, 512, model.top_k, model.top_k), model, profile
 
 
-def _timed_run(trace, predictor: str, params: dict, capacity: int, horizon: int) -> tuple[float, float]:
+def _timed_run(
+    trace, predictor: str, params: dict, capacity: int, horizon: int, executor: str
+) -> tuple[float, float]:
     """CPU seconds of one run (predictor built inside the timing) and its hit rate."""
+    from moesim.engine.fast.executor import FastExecutor
     from moesim.engine.sim_executor import SimExecutor
     from moesim.experiments.run import build_core
     from moesim.hardware.costs import CostModel
 
     p, model, profile = _prepared(trace, predictor, params, capacity, horizon)
     groups = list(p.groups())
+    cls = SimExecutor if executor == "sim" else FastExecutor
     t = time.process_time()
     core = build_core(p)
-    stats = SimExecutor(CostModel(profile, model, 1), 512).run(core, groups)
+    stats = cls(CostModel(profile, model, 1), 512).run(core, groups)
     dt = time.process_time() - t
-    return dt, (core.present - sum(stats.layer_late)) / core.accesses
+    hits, late, misses = sum(stats.tok_hits), sum(stats.tok_late), sum(stats.tok_misses)
+    return dt, hits / (hits + late + misses)
 
 
 def main() -> int:
@@ -69,6 +76,7 @@ def main() -> int:
     ap.add_argument(
         "--per-step-sequences", type=int, default=0, help="also time the per-step path on this many sequences"
     )
+    ap.add_argument("--executors", default="sim,fast", help="comma list of sim, fast")
     args = ap.parse_args()
 
     if args.trace:
@@ -102,19 +110,32 @@ def main() -> int:
         fitted.save(model_path)
         print(f"trained a small Prophet on {args.train_domain} in {time.process_time() - t:.1f} CPU-s")
 
-    def best(name: str, params: dict, tr=dom) -> tuple[float, float]:
-        runs = [_timed_run(tr, name, params, args.capacity, args.horizon) for _ in range(args.repeat)]
+    def best(name: str, params: dict, executor: str, tr=dom) -> tuple[float, float]:
+        runs = [
+            _timed_run(tr, name, params, args.capacity, args.horizon, executor) for _ in range(args.repeat)
+        ]
         return min(r[0] for r in runs), runs[0][1]
 
-    pop_s, pop_hit = best("popularity", {})
-    pro_s, pro_hit = best("prophet", {"model": model_path})
-    print(f"popularity : {pop_s:6.2f} CPU-s  {steps / pop_s:10,.0f} layer-steps/s  (hit rate {pop_hit:.4f})")
-    print(f"prophet    : {pro_s:6.2f} CPU-s  {steps / pro_s:10,.0f} layer-steps/s  (hit rate {pro_hit:.4f})")
-    print(f"ratio prophet / popularity: {pro_s / pop_s:.2f}x (target <= 3x)")
+    if "fast" in args.executors:  # compile (or load) the fast kernels outside the timings
+        from moesim.engine.fast.warmup import run_tiny
+
+        run_tiny()
+    for executor in [e for e in args.executors.split(",") if e]:
+        pop_s, pop_hit = best("popularity", {}, executor)
+        pro_s, pro_hit = best("prophet", {"model": model_path}, executor)
+        print(
+            f"[{executor}] popularity : {pop_s:6.2f} CPU-s  {steps / pop_s:10,.0f} layer-steps/s  (hit rate {pop_hit:.4f})"
+        )
+        print(
+            f"[{executor}] prophet    : {pro_s:6.2f} CPU-s  {steps / pro_s:10,.0f} layer-steps/s  (hit rate {pro_hit:.4f})"
+        )
+        print(
+            f"[{executor}] ratio prophet / popularity: {pro_s / pop_s:.2f}x (target <= 3x); load {os.getloadavg()[0]:.1f}"
+        )
     if args.per_step_sequences:
         cut = dom.select(range(min(args.per_step_sequences, dom.num_sequences)))
         n = cut.num_tokens * cut.meta.num_layers
-        s, _ = best("prophet", {"model": model_path, "batch_inference": False}, cut)
+        s, _ = best("prophet", {"model": model_path, "batch_inference": False}, "sim", cut)
         print(f"prophet per-step path: {n / s:10,.0f} layer-steps/s ({n:,} layer-steps)")
     if tmp is not None:
         tmp.cleanup()

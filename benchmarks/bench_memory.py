@@ -109,7 +109,7 @@ def plan(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
                                     "--quiet")))  # fmt: skip
     wanted = set(args.only) if args.only else None
     return [(name, cmd) for name, cmd in steps if wanted is None or name.split(":")[0] in wanted or name in wanted
-            or name.startswith("synth (")]  # fmt: skip
+            or name.startswith("synth")]  # fmt: skip  (the traces the others read)
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -205,12 +206,25 @@ def _routed_accesses(p: Prepared) -> int:
     return p.trace.num_tokens * p.model.num_moe_layers * p.model.top_k
 
 
+def _file_identity(path: object) -> tuple | None:
+    """A model file's (size, mtime, inode): predictions cached in a worker must not outlive an
+    edit of the file they came from."""
+    if not isinstance(path, str):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def _plan_key(p: Prepared) -> tuple:
     """What the predictions of a run depend on besides the replayed groups (their cache key)."""
     sc = p.scenario
     d = sc.to_dict()
     return (
         d["predictor"],
+        _file_identity(sc.predictor.params.get("model")),
         d["model"],
         d["trace"],
         sc.seed,

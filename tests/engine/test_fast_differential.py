@@ -30,7 +30,16 @@ pytestmark = needs_fast
 # Each predictor gets its own examples (drawn alone, some would be all but missed).
 POLICIES = ["lru", "belady", "lfu", "fifo", "arc"]  # arc: "if it fits" (drawn when covered)
 PREDICTORS = ["oracle", "st-moe", "markov", "prev-token", "noisy-oracle", "popularity", "none"]
-LEARNED = {"markov", "st-moe"}  # fitted on a training trace (moesim.experiments.holdout.is_learned)
+LEARNED = {"markov", "st-moe", "prophet"}  # fitted on a training trace (holdout.is_learned)
+# A Prophet small enough to train in a fraction of a second on a tiny trace (its predictions, not
+# its size, are what the fast path must reproduce); the default architecture runs on the slices.
+TINY_PROPHET = {
+    "predictor.params.d_model": 16,
+    "predictor.params.attn_heads": 2,
+    "predictor.params.ff": 32,
+    "predictor.params.layers": 1,
+    "predictor.params.epochs": 1,
+}
 # Expert copies are 196,608 bytes; a tiny layer-step computes in a few microseconds. At 0.02 GB/s a
 # copy takes ~10 ms (every prefetch late, most evicted before they start: cancellations); at .inf
 # only the per-copy overhead is left (the link idles).
@@ -66,6 +75,8 @@ def _predictor_params(draw, name: str) -> dict[str, Any]:
         }
     if name == "markov":
         return {"predictor.params.prior": draw(st.sampled_from([0.0, 0.01, 1.0]))}
+    if name == "prophet":  # batched inference, or the per-step reference path
+        return {**TINY_PROPHET, "predictor.params.batch_inference": draw(st.booleans())}
     return {}
 
 
@@ -84,8 +95,8 @@ def cases(draw, name: str) -> dict[str, Any]:
     lo, hi = _capacity_bounds(scope, L, E, min(E, k * batch))
     capacity = draw(st.one_of(st.just(lo), st.just(hi), st.integers(lo, hi)))
     horizon = draw(st.integers(1, 3))
-    if name == "prev-token":
-        horizon = min(horizon, L)  # it looks back one token
+    if name in ("prev-token", "prophet"):
+        horizon = min(horizon, L)  # it looks back one token (Prophet: heads <= L)
     over: dict[str, Any] = {
         "batch": batch,
         "cache.policy": draw(st.sampled_from(_policies())),
@@ -106,6 +117,8 @@ def cases(draw, name: str) -> dict[str, Any]:
     if draw(st.booleans()):
         over["predictor.threshold"] = draw(st.sampled_from([0.0, 0.3, 0.9]))
     over.update(_predictor_params(draw, name))
+    if name == "prophet":
+        over["predictor.params.heads"] = min(3, L)  # its default, at most one per layer
     if name in LEARNED:  # fitted on the trace: held out (needs 2 sequences) or replayed whole
         over["predictor.replay_training"] = seqs < 2 or draw(st.booleans())
     return {"shape": shape, "overrides": over}
@@ -146,6 +159,25 @@ def test_fast_equals_sim_on_random_cases(predictor, data):
     event(f"batch={'1' if over['batch'] == 1 else '>1'}")
     pf = sim.summary["prefetch"]
     event(f"late hits: {pf['late'] > 0}; cancellations: {pf['cancelled'] > 0}")
+
+
+@settings(SETTINGS, max_examples=10)  # each case trains a network: fewer of them
+@given(data=st.data())
+def test_fast_equals_sim_with_prophet(data):
+    """Prophet's predictions depend only on the routing: the fast path replays them (computed by the
+    same predictor object, batched or per step) and must time them exactly as the simulator does."""
+    case = data.draw(cases("prophet"))
+    shape, over = case["shape"], dict(case["overrides"])
+    # trained on another trace of the same shape: a drawn trace may be too short to train on
+    fit = random_trace(
+        np.random.default_rng(shape["seed"] + 1), 3, [6, 6, 6], shape["L"], shape["E"], shape["k"]
+    )
+    over.pop("predictor.replay_training", None)
+    with tempfile.TemporaryDirectory(prefix="fastdiff-fit-") as tmp:
+        over["predictor.fit_trace"] = write_inputs(Path(tmp), fit)["trace.path"]
+        sim, _ = check(_trace(shape), over, shared=shape["shared"])
+    if "predictor.threshold" not in over:  # some predictions were planned (nothing cut them)
+        assert sim.summary["prefetch"]["issued"] > 0
 
 
 # -- the boundaries, each run for sure (hypothesis may or may not draw them) -----------------------
@@ -242,12 +274,14 @@ def test_paper_profile_of_a_catalog_model(profile):
     check(trace, over, model="deepseek-v2-lite")
 
 
-@pytest.mark.parametrize("predictor", ["popularity", "markov", "st-moe"])
+@pytest.mark.parametrize("predictor", ["popularity", "markov", "st-moe", "prophet"])
 def test_predictor_fitted_on_another_trace(tmp_path, predictor):
     """predictor.fit_trace: the table is learned from a different trace file than the one replayed."""
     fit = random_trace(np.random.default_rng(12), 4, [9, 9, 9, 9], L, E, K, skew=2.0)
     fit_path = write_inputs(tmp_path / "fit", fit)["trace.path"]
     over = {"cache.capacity": 6, "predictor.name": predictor, "predictor.fit_trace": fit_path, "batch": 2}
+    if predictor == "prophet":
+        over.update(TINY_PROPHET)
     check(_trace(BOUNDARY_TRACE), over)
 
 
@@ -298,6 +332,7 @@ SHARED_CASES = {
     "mixtral-lfu-markov-saturated": (4, "per-layer", "lfu", "markov", 3, 2, 3, 0.5),
     "qwen-lfu-st-moe": (360, "split", "lfu", "st-moe", 2, 1, 2, None),
     "qwen-lru-noisy-oracle-b3": (24, "global", "lru", "noisy-oracle", 1, 3, 1, 4.0),
+    "olmoe-lru-prophet-h3": (128, "global", "lru", "prophet", 3, 1, 2, 16.0),
 }
 LOADERS = {"olmoe": _olmoe, "mixtral": _mixtral, "qwen": _qwen}
 
@@ -320,6 +355,8 @@ def test_fast_equals_sim_on_real_trace_slices(external_traces, name):
         over["hardware.h2d_gbps"] = gbps
     if predictor in LEARNED:  # two sequences of different domains cannot be split
         over["predictor.replay_training"] = True
+    if predictor == "prophet":  # the default architecture, trained briefly
+        over.update({"predictor.params.epochs": 1, "predictor.params.max_samples": 2000})
     check(_slice(trace, 2, 48), over, model)
 
 

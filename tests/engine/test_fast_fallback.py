@@ -88,7 +88,6 @@ NOT_COVERED = {
     "pred-moe-infinity": {"predictor.name": "moe-infinity"},
     "pred-finemoe": {"predictor.name": "finemoe"},
     "pred-next-gate": {"predictor.name": "next-gate"},
-    "pred-prophet": {"predictor.name": "prophet", "predictor.params.epochs": 1},
     "pred-pre-attention": {
         "predictor.name": "pre-attention",
         "predictor.horizon": 0,

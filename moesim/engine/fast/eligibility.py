@@ -25,10 +25,12 @@ from moesim.policies.predictors.none import NoPrediction
 from moesim.policies.predictors.oracle import Oracle
 from moesim.policies.predictors.popularity import Popularity
 from moesim.policies.predictors.prev_token import PreviousToken
+from moesim.policies.predictors.prophet import Prophet
 from moesim.policies.predictors.st_moe import STMoE
 
 CACHE_CLASSES: dict[type, str] = {LRU: "lru", FIFO: "fifo", LFU: "lfu", Belady: "belady"}
-PREDICTOR_CLASSES = (NoPrediction, Oracle, NoisyOracle, Popularity, PreviousToken, Markov, STMoE)
+# predictions that depend only on the routing observed (never on the cache or the clock)
+PREDICTOR_CLASSES = (NoPrediction, Oracle, NoisyOracle, Popularity, PreviousToken, Markov, STMoE, Prophet)
 
 # keys whose every value the fast path models (the plug-in names are checked by class below)
 _ANY = {
