@@ -108,8 +108,9 @@ def plan(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
                                     f"trace.path={run_trace}", "--out", str(work / "compare"), "-j", "1",
                                     "--quiet")))  # fmt: skip
     wanted = set(args.only) if args.only else None
+    # the synth steps make the traces the others read: kept whatever --only says
     return [(name, cmd) for name, cmd in steps if wanted is None or name.split(":")[0] in wanted or name in wanted
-            or name.startswith("synth")]  # fmt: skip  (the traces the others read)
+            or name.startswith("synth")]  # fmt: skip
 
 
 def main() -> int:

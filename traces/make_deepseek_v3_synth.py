@@ -12,7 +12,9 @@ from pathlib import Path
 from moesim.traces.native import save_trace
 from moesim.traces.synth import synthesize
 
-OUT = Path(__file__).resolve().parents[1] / "moesim" / "data" / "traces" / "deepseek-v3-synth.moetrace"  # package data
+OUT = (
+    Path(__file__).resolve().parents[1] / "moesim" / "data" / "traces" / "deepseek-v3-synth.moetrace"
+)  # package data
 SEED = 3
 
 

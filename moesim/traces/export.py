@@ -247,9 +247,7 @@ def _blocks_batch1(trace: Trace) -> tuple[list[tuple[int, int]], int, int, Calla
     return spans, trace.num_tokens * L * k, trace.num_tokens * L, block
 
 
-def _blocks_groups(
-    trace: Trace, batch: int, prefill: bool
-) -> tuple[list, int, int, Callable[[int], _Block]]:
+def _blocks_groups(trace: Trace, batch: int, prefill: bool) -> tuple[list, int, int, Callable[[int], _Block]]:
     """Batches or prompt passes: one forward pass keeps each group's keys (int32) and step sizes."""
     groups, start, step0 = [], 0, 0
     for g in iter_groups(trace, batch, prefill):

@@ -78,7 +78,9 @@ def test_paper_profile_rejects_other_models(olmoe) -> None:
 
 
 def test_unknown_paper_key() -> None:
-    with pytest.raises(MoesimInputError, match=r"hardware.profile: unknown profile 'paper:h100'.*estimated:<"):
+    with pytest.raises(
+        MoesimInputError, match=r"hardware.profile: unknown profile 'paper:h100'.*estimated:<"
+    ):
         load_profile("paper:h100")
 
 

@@ -40,7 +40,9 @@ def _drive_checked(core, groups, capacity: int, scope: str):
             assert not set(core.out.evicted) & set(keys), "evicted an expert of the current layer-step"
             assert all(k in core.pool for k in keys), "a demanded expert is not resident at its gate"
             core.after_gate(s)
-            assert not set(core.out.evicted) & set(keys), "a prefetch evicted an expert of the current layer-step"
+            assert not set(core.out.evicted) & set(keys), (
+                "a prefetch evicted an expert of the current layer-step"
+            )
             check_capacity()
             core.end_step(s)
         core.end_group()

@@ -158,6 +158,9 @@ def test_run_cli_timeline_and_gantt(tmp_path):
     # the run's own files are unchanged by the flags
     plain = tmp_path / "plain"
     # on the simulation executor, as the timeline run (auto would take the fast one: another executor name)
-    assert main(["run", "--quiet", "--executor", "sim", "--set", "trace.max_sequences=1", "--out", str(plain)]) == 0
+    assert (
+        main(["run", "--quiet", "--executor", "sim", "--set", "trace.max_sequences=1", "--out", str(plain)])
+        == 0
+    )
     assert (plain / "summary.json").read_bytes() == (tmp_path / "r" / "summary.json").read_bytes()
     assert main(["run", "--quiet", "--out", str(tmp_path / "x"), "--gantt", str(png), "--tokens", "zz"]) == 2
