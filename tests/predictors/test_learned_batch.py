@@ -230,3 +230,41 @@ def test_whole_runs_identical(olmoe_like, batch):
     }
     assert a.tokens.equals(b.tokens) and a.layers.equals(b.layers)
     assert a.decisions == b.decisions and a.decisions
+
+
+def _cut_per_call(predictions, n_pred: int, threshold: float | None) -> list[int]:
+    """The planner's cut of one call's predictions (moesim.engine.fast.predictions.plan_arrays)."""
+    out: list[int] = []
+    for _t, keys, scores in predictions:
+        cand = keys[:n_pred]
+        if threshold is not None:
+            cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
+        out.extend(cand)
+    return out
+
+
+@pytest.mark.parametrize("batch,horizon", [(1, 1), (1, 3), (3, 2)])
+@pytest.mark.parametrize("n_pred,threshold", [(8, None), (3, None), (64, 0.5), (10, 0.45), (1, 0.99)])
+def test_group_cut_equals_the_cut_of_each_call(olmoe_like, batch, horizon, n_pred, threshold):
+    """``Prophet.planned`` (the fast path's whole-group plan) is the planner's cut of every call."""
+    trace, model = olmoe_like
+    pred = _predictor(trace, model, batch, horizon, True)
+    kept = 0
+    for g in iter_groups(trace, batch):
+        first = pred.start(g)
+        planned = pred.planned(n_pred, threshold)
+        assert planned is not None
+        sizes, keys = planned
+        calls = [first] + [pred.predict(s) for s in range(len(g.steps))]
+        want = [_cut_per_call(c, n_pred, threshold) for c in calls]
+        assert sizes.tolist() == [len(w) for w in want]
+        assert keys.tolist() == [k for w in want for k in w]
+        kept += len(keys)
+    assert kept > 0
+
+
+def test_group_cut_is_none_on_the_per_step_path(olmoe_like):
+    trace, model = olmoe_like
+    pred = _predictor(trace, model, 1, 1, False)
+    pred.start(next(iter(iter_groups(trace, 1))))
+    assert pred.planned(8, None) is None

@@ -125,6 +125,21 @@ class GroupPredictions:
         self._keys = order + ((tgt % L) * E)[:, None]
         self._scores = np.take_along_axis(P, order, 1).astype(np.float64)
 
+    def cut(self, n_pred: int, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every firing's predictions cut as the planner cuts them (the first ``n_pred`` keys, then
+        those scoring at least ``threshold``), for the group's firings in order (start, then after
+        each step): (keys per firing, the keys). A firing's rows are ranked by descending score,
+        so the threshold keeps a prefix of each row."""
+        keys, scores = self._keys[:, :n_pred], self._scores[:, :n_pred]
+        if threshold is None:
+            cnt = np.full(len(keys), keys.shape[1], np.int64)
+        else:
+            cnt = (scores >= threshold).sum(1)
+        flat = keys[np.arange(keys.shape[1])[None, :] < cnt[:, None]]
+        csum = np.zeros(len(cnt) + 1, np.int64)
+        np.cumsum(cnt, out=csum[1:])
+        return np.diff(csum[self._lo]), flat
+
     def at(self, s: int) -> list[Prediction]:
         lo, hi = self._lo[s + 1], self._lo[s + 2]
         keys, scores, t = self._keys, self._scores, self._t

@@ -373,6 +373,12 @@ class Prophet(PlannedPredictor):
         self._pre = GroupPredictions(self.model, self.plan, group.steps, self.L, self.E)
         return self._pre.at(-1)
 
+    def planned(self, n_pred: int, threshold: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Right after ``start``: what ``predict`` will return at every firing of the group, cut as
+        the planner cuts it ((keys per firing, the keys); the fast executor's prediction pass), or
+        None when this group is predicted per step."""
+        return None if self._pre is None else self._pre.cut(n_pred, threshold)
+
     def observe(self, s: int, keys: list[int]) -> None:
         super().observe(s, keys)
         # The precomputed predictions assume the observed routing is the group's: anything else (a
