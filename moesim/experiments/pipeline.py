@@ -141,8 +141,6 @@ def _fast_decisions_ok(p: Prepared, core: PolicyCore) -> bool:
 
     if p.scenario.executor == "sim" or not miss_handler_class_ok(p.scenario):
         return False
-    if p.scenario.executor == "auto" and _routed_accesses(p) > FAST_AUTO_MAX_ACCESSES:
-        return False  # the compiled pass holds whole-run arrays too (see FAST_AUTO_MAX_ACCESSES)
     return run_gap(p.scenario, core, None, timeline=False, batching=True, record=False) is None
 
 
@@ -186,24 +184,11 @@ def choose_executor(
         return "sim"
     gap = "a caller-named executor label" if executor_name != "sim" else None
     gap = gap or run_gap(p.scenario, core, costs, timeline=timeline, batching=batching, record=record)
-    if gap is None and choice == "auto" and _routed_accesses(p) > FAST_AUTO_MAX_ACCESSES:
-        return "sim"  # the fast path keeps arrays per access and per copy: bounded memory wins under auto
     if gap is None:
         return "fast"
     if choice == "fast":
         fail(f"executor: the fast executor does not cover {gap}; use executor=auto or executor=sim")
     return "sim"
-
-
-# The fast path holds its step, decision and copy arrays for the whole run: about 43 bytes per routed
-# access measured (5.6 GB peak for a 1,024,000-token OLMoE-shaped trace, 131M accesses, against
-# 1.5 GB on the simulation executor), so ``auto`` takes it up to about 1 GB of them.
-FAST_AUTO_MAX_ACCESSES = 25_000_000
-
-
-def _routed_accesses(p: Prepared) -> int:
-    """An upper bound of the run's expert accesses (decode tokens x MoE layers x k)."""
-    return p.trace.num_tokens * p.model.num_moe_layers * p.model.top_k
 
 
 def _file_identity(path: object) -> tuple | None:

@@ -119,20 +119,19 @@ def test_timeline_and_decision_log_fall_back_to_sim():
         pipeline.run_scenario(sc, timeline=True, executor="fast")
 
 
-def test_auto_keeps_runs_past_the_memory_bound_on_sim(monkeypatch):
-    """The fast path's arrays grow with the run: past the bound, auto runs sim; asked for, fast runs."""
-    sc = load_scenario(None, ["trace.max_sequences=2"])
-    p = pipeline.load(sc)
-    accesses = pipeline._routed_accesses(p)
-    which = dict(executor=None, executor_name="sim", timeline=False, batching=True, record=False)
-    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses)
-    assert pipeline.choose_executor(p, build_core(p), None, **which) == "fast"
-    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses - 1)
-    assert pipeline.choose_executor(p, build_core(p), None, **which) == "sim"
-    assert pipeline.choose_executor(p, build_core(p), None, **dict(which, executor="fast")) == "fast"
-    assert not pipeline._fast_decisions_ok(p, build_core(p))  # nor the baseline's decision pass
-    monkeypatch.setattr(pipeline, "FAST_AUTO_MAX_ACCESSES", accesses)
-    assert pipeline._fast_decisions_ok(p, build_core(p))
+def test_a_chunked_run_equals_one_chunk(monkeypatch):
+    """The fast path streams long runs in chunks of groups (no size bound sends them to sim): a run
+    cut into chunks of a few groups gives the same result as one chunk (tests/engine/test_fast_chunks.py
+    covers the cases)."""
+    from moesim.engine.fast import chunks
+
+    sets = ["trace.max_sequences=5", "predictor.name=oracle", "hardware.h2d_gbps=2"]
+    one = pipeline.run_scenario(load_scenario(None, sets), executor="fast")
+    monkeypatch.setattr(chunks, "CHUNK_ACCESSES", 1)  # one group per chunk
+    cut = pipeline.run_scenario(load_scenario(None, sets), executor="fast")
+    assert one.summary == cut.summary
+    pd.testing.assert_frame_equal(one.tokens, cut.tokens, check_exact=True)
+    pd.testing.assert_frame_equal(one.layers, cut.layers, check_exact=True)
 
 
 def test_a_cost_model_with_host_times_falls_back_to_sim():

@@ -86,9 +86,13 @@ def interpret(mp: pytest.MonkeyPatch) -> Any:
 
 
 def capture(mp: pytest.MonkeyPatch) -> list[bytes]:
-    """The raw outputs of each timing-pass call (every array and number, as bytes)."""
-    fx, _ = _modules()
+    """The raw outputs of each timing-pass call (every array and number, as bytes): what it returns
+    but the copies it carries to a next chunk (these tests run one chunk: a copy's times past the
+    run's end are no output), and the run totals it keeps in place (clock, counters, layer columns)."""
+    fx, ft = _modules()
     kernel, seen = fx.timing, []
+    source = getattr(ft.timing, "py_func", ft.timing)  # the kernel, or its Python source (interpret)
+    totals = [_arg(source, name) for name in ("FS", "IS", "LS", "l_stall")]
 
     def flat(x: Any) -> list[bytes]:
         if isinstance(x, tuple):
@@ -98,7 +102,7 @@ def capture(mp: pytest.MonkeyPatch) -> list[bytes]:
 
     def wrapper(*args):
         out = kernel(*args)
-        seen.append(b"|".join(flat(out)))
+        seen.append(b"|".join(flat(out[:-2]) + flat(tuple(args[i] for i in totals))))
         return out
 
     mp.setattr(fx, "timing", wrapper)

@@ -27,7 +27,8 @@ _NEVER_EVICTED = -(1 << 62)  # moesim.policies.core._NEVER
 
 @dataclass
 class Decisions:
-    """The decision pass's outputs (see ``decide``); arrays indexed as its docstring says."""
+    """The decision pass's outputs for one chunk of groups (see ``decide``); arrays indexed as its
+    docstring says, counted from the chunk's first step, event and access."""
 
     acc_hit: np.ndarray  # per access: resident at its gate
     acc_pf: np.ndarray  # per access: a hit on a prefetch not demanded before
@@ -37,52 +38,92 @@ class Decisions:
     pevp_keys: np.ndarray
     gevp_ptr: np.ndarray  # per step: undemanded prefetches its gate's demand inserts evicted
     gevp_keys: np.ndarray
-    cum_evictions: np.ndarray  # per step: evictions so far, after the step
+    cum_evictions: np.ndarray  # per step: evictions so far in the run, after the step
     cum_refetches: np.ndarray
-    layer_accesses: np.ndarray
-    layer_present: np.ndarray
-    layer_prefetch_issued: np.ndarray
-    layer_prefetch_useful: np.ndarray
-    layer_evictions: np.ndarray
-    finish_keys: np.ndarray  # prefetches never demanded, resident at the end (sorted)
-    prefetch_unused: int
-    refetches: int
-    bypassed: int
+
+
+# Rows of the decision state's arrays (``DecideState``).
+LNEXT, LPREV, FREQ, TICK, NU, CUR, EVAT = range(7)  # KS: int64 per key
+RES, PIN, PF = range(3)  # K8: int8 per key
+HEAD, TAIL, SIZE = range(3)  # PS: int64 per pool
+CLOCK, UNUSED, REFETCHES, BYPASSED, EVICTIONS = range(5)  # SC: int64 scalars
+L_ACC, L_PRESENT, L_ISSUED, L_USEFUL, L_EV = range(5)  # LC: int64 per layer
+
+
+@dataclass
+class DecideState:
+    """What the policy core keeps from one group to the next (its pools' residents and their order,
+    each policy's counters, prefetch flags, eviction steps for the refetch window, Belady's next
+    uses) and its run totals: the decision pass runs chunk by chunk of groups and carries these."""
+
+    KS: np.ndarray
+    K8: np.ndarray
+    PS: np.ndarray
+    SC: np.ndarray
+    LC: np.ndarray
+
+    @classmethod
+    def new(cls, L: int, E: int, pools: int, first: np.ndarray | None = None) -> DecideState:
+        """An empty cache; ``first``: Belady's first demand position of each key (NEVER: none)."""
+        K = L * E
+        KS = np.zeros((7, K), np.int64)
+        KS[LNEXT] = -1
+        KS[LPREV] = -1
+        KS[EVAT] = _NEVER_EVICTED
+        if first is not None:
+            KS[CUR] = first
+        PS = np.zeros((3, pools), np.int64)
+        PS[HEAD] = -1
+        PS[TAIL] = -1
+        return cls(KS, np.zeros((3, K), np.int8), PS, np.zeros(5, np.int64), np.zeros((5, L), np.int64))
+
+    @property
+    def layer_accesses(self) -> np.ndarray:
+        return self.LC[L_ACC]
+
+    @property
+    def layer_present(self) -> np.ndarray:
+        return self.LC[L_PRESENT]
+
+    def finish_keys(self) -> np.ndarray:
+        """Prefetches never demanded, resident at the end of the run (sorted)."""
+        return np.nonzero(self.K8[PF])[0].astype(np.int64)
 
 
 @njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def decide(  # noqa: C901  (one function on purpose: see the docstring)
-    step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, ev_ptr, ev_keys,
-    fires_pre, L, E, policy, layered, caps, window, nxt_acc, first,
+    step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, tok_off, ev_ptr, ev_keys,
+    fires_pre, L, E, policy, layered, caps, window, nxt_acc, KS, K8, PS, SC, LC,
 ):  # fmt: skip
     """Plan events: group ``g``'s start is event ``grp_step0[g] + g``, its step ``s`` (global)
     event ``s + g + 1`` (the step's pre-attention or after-gate plan, by ``fires_pre``).
 
-    One loop over the core's calls in order (per group: the start plan; per step two calls, the
-    plan and the gate in the order ``fires_pre`` says), and in it one loop over the call's keys
-    that admits both prefetches and demand misses: all in one function, with no helper calls,
+    One chunk of whole groups (indices from the chunk's start; ``tok_off``: the decode step of its
+    first token in the run), from and into the carried state ``KS, K8, PS, SC, LC`` (``DecideState``).
+    ``nxt_acc`` (Belady only, else unread): each access's next demand position of its key in the run
+    (NEVER: none). One loop over the core's calls in order (per group: the start plan; per step two
+    calls, the plan and the gate in the order ``fires_pre`` says), and in it one loop over the call's
+    keys that admits both prefetches and demand misses: all in one function, with no helper calls,
     because numba's calls with array arguments cost more than the work they would do here."""
     nsteps = len(step_ptr) - 1
     nacc = len(keys)
     G = len(grp_step0) - 1
-    K = L * E
-    P = len(caps)
     nev = len(ev_ptr) - 1
-    lnext = np.full(K, -1, np.int64)  # per pool, a doubly linked list of its residents, oldest first
-    lprev = np.full(K, -1, np.int64)
-    head = np.full(P, -1, np.int64)
-    tail = np.full(P, -1, np.int64)
-    size = np.zeros(P, np.int64)
-    res = np.zeros(K, np.int8)  # resident
-    pin = np.zeros(K, np.int8)  # pinned
-    freq = np.zeros(K, np.int64)  # LFU: demand accesses while resident
-    tick = np.zeros(K, np.int64)  # LFU: last touch
-    nu_ = np.zeros(K, np.int64)  # Belady: next demand position
-    cur = first.copy()  # per key: its first demand position not yet replayed
-    pf = np.zeros(K, np.int8)  # admitted by prefetch, not demanded since
-    evat = np.full(K, _NEVER_EVICTED, np.int64)  # decode step of the key's last eviction
-    added = np.zeros(K, np.int64)
-    clock = 0  # LFU's tick counter
+    lnext = KS[LNEXT]  # per pool, a doubly linked list of its residents, oldest first
+    lprev = KS[LPREV]
+    head = PS[HEAD]
+    tail = PS[TAIL]
+    size = PS[SIZE]
+    res = K8[RES]  # resident
+    pin = K8[PIN]  # pinned
+    freq = KS[FREQ]  # LFU: demand accesses while resident
+    tick = KS[TICK]  # LFU: last touch
+    nu_ = KS[NU]  # Belady: next demand position
+    cur = KS[CUR]  # per key: its first demand position not yet replayed
+    pf = K8[PF]  # admitted by prefetch, not demanded since
+    evat = KS[EVAT]  # decode step of the key's last eviction
+    added = np.zeros(len(lnext), np.int64)
+    clock = SC[CLOCK]  # LFU's tick counter
     acc_hit = np.zeros(nacc, np.int8)
     acc_pf = np.zeros(nacc, np.int8)
     load_ptr = np.zeros(nev + 1, np.int64)
@@ -93,12 +134,13 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
     gevp_keys = np.empty(nacc, np.int64)
     cum_ev = np.zeros(nsteps, np.int64)
     cum_rf = np.zeros(nsteps, np.int64)
-    l_acc = np.zeros(L, np.int64)
-    l_present = np.zeros(L, np.int64)
-    l_issued = np.zeros(L, np.int64)
-    l_useful = np.zeros(L, np.int64)
-    l_ev = np.zeros(L, np.int64)
-    n_load = n_pevp = n_gevp = unused = refetches = bypassed = evictions = 0
+    l_acc = LC[L_ACC]
+    l_present = LC[L_PRESENT]
+    l_issued = LC[L_ISSUED]
+    l_useful = LC[L_USEFUL]
+    l_ev = LC[L_EV]
+    n_load = n_pevp = n_gevp = 0
+    unused, refetches, bypassed, evictions = SC[UNUSED], SC[REFETCHES], SC[BYPASSED], SC[EVICTIONS]
     for g in range(G):
         s0, s1 = grp_step0[g], grp_step0[g + 1]
         for op in range(1 + 2 * (s1 - s0)):
@@ -106,12 +148,12 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                 is_plan = True
                 s = s0
                 e = s0 + g
-                token = grp_tok0[g]
+                token = grp_tok0[g] + tok_off
             else:
                 s = s0 + (op - 1) // 2
                 is_plan = ((op - 1) % 2 == 0) == fires_pre
                 e = s + g + 1
-                token = step_token[s]
+                token = step_token[s] + tok_off
             layer = step_layer[s] if s < nsteps else 0
             if is_plan:  # PolicyCore._plan over the event's cut predictions
                 src = ev_keys
@@ -147,7 +189,7 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                             freq[key] += 1
                             tick[key] = clock
                         elif policy == BELADY:
-                            nu_[key] = nxt_acc[i] if nxt_acc[i] < nacc else NEVER
+                            nu_[key] = nxt_acc[i]
                         acc_hit[i] = 1
                         nh += 1
                         if pf[key] == 1:
@@ -205,8 +247,7 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                             freq[key] = 0 if is_plan else 1  # a prefetch is not an access
                             tick[key] = clock
                         elif policy == BELADY:  # a prefetch waits for the next use; a demand consumed it
-                            u = cur[key] if is_plan else nxt_acc[i]
-                            nu_[key] = u if u < nacc else NEVER
+                            nu_[key] = cur[key] if is_plan else nxt_acc[i]
                         if v >= 0:  # PolicyCore._insert's accounting of the victim
                             evictions += 1
                             l_ev[v // E] += 1
@@ -234,7 +275,7 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                         pin[key] = 1
                         added[na] = key
                         na += 1
-                else:
+                elif policy == BELADY:
                     cur[key] = nxt_acc[i]
             if is_plan:
                 for j in range(na):  # the plan's own pins end with it
@@ -250,8 +291,35 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                     pin[keys[i]] = 0
                 cum_ev[s] = evictions
                 cum_rf[s] = refetches
-    finish = np.nonzero(pf)[0].astype(np.int64)
-    unused += len(finish)
+    SC[CLOCK], SC[UNUSED], SC[REFETCHES], SC[BYPASSED], SC[EVICTIONS] = (
+        clock,
+        unused,
+        refetches,
+        bypassed,
+        evictions,
+    )
     return (acc_hit, acc_pf, load_ptr, load_keys[:n_load], pevp_ptr, pevp_keys[:n_pevp], gevp_ptr,
-            gevp_keys[:n_gevp], cum_ev, cum_rf, l_acc, l_present, l_issued, l_useful, l_ev, finish,
-            unused, refetches, bypassed)  # fmt: skip
+            gevp_keys[:n_gevp], cum_ev, cum_rf)  # fmt: skip
+
+
+@njit(cache=True)
+def first_uses(keys, acc0, K):
+    """Each key's first position in ``keys`` (as a run position: ``acc0`` + index; NEVER: none)."""
+    out = np.full(K, NEVER, np.int64)
+    for i in range(len(keys) - 1, -1, -1):
+        out[keys[i]] = acc0 + i
+    return out
+
+
+@njit(cache=True)
+def next_uses(keys, acc0, after):
+    """Belady's next demand position of each access of a chunk (``acc0``: the run position of its
+    first access), those past its end taken from ``after`` (each key's first position after the
+    chunk, NEVER: none)."""
+    seen = after.copy()
+    nxt = np.empty(len(keys), np.int64)
+    for i in range(len(keys) - 1, -1, -1):
+        k = keys[i]
+        nxt[i] = seen[k]
+        seen[k] = acc0 + i
+    return nxt

@@ -6,6 +6,10 @@ them (``decide``), then ``SimExecutor``'s clock over those decisions (``timing``
 ``RunStats`` and, in place of the policy core's, a ``FastCounters`` with the counters the summary
 reads, so ``summary.json`` equals the simulation executor's byte for byte (except the executor's
 name). ``eligibility.run_gap`` says which runs it covers; the pipeline runs the others on ``sim``.
+
+The three passes run chunk by chunk of whole groups (``chunks``), each carrying what crosses groups
+(``decide.DecideState``, ``timing.TimingState``), so memory is bounded by a chunk plus the per-token
+columns and samples the RunStats keeps for the whole run.
 """
 
 from __future__ import annotations
@@ -17,22 +21,39 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.engine.fast.decide import POLICY_CODES, Decisions, decide
-from moesim.engine.fast.eligibility import CACHE_CLASSES
-from moesim.engine.fast.predictions import (
-    PlanArrays,
-    StepArrays,
-    memo,
-    plan_arrays,
-    routing_plan,
-    step_arrays,
-    trace_steps,
+from moesim.engine.fast.chunks import Chunk, RunSteps
+from moesim.engine.fast.decide import (
+    BYPASSED,
+    L_ACC,
+    L_EV,
+    L_ISSUED,
+    L_PRESENT,
+    L_USEFUL,
+    POLICY_CODES,
+    REFETCHES,
+    UNUSED,
+    DecideState,
+    Decisions,
+    decide,
+    next_uses,
 )
-from moesim.engine.fast.timing import timing
+from moesim.engine.fast.eligibility import CACHE_CLASSES
+from moesim.engine.fast.predictions import PlanArrays, StepArrays, empty_plan, memo, plan_arrays, routing_plan
+from moesim.engine.fast.timing import (
+    BDEM,
+    BPF,
+    BWASTED,
+    CANCEL,
+    LATE,
+    NOW,
+    PF_LATE,
+    WASTED,
+    TimingState,
+    timing,
+)
 from moesim.hardware.costs import CostModel
 from moesim.metrics.stats import RunStats
 from moesim.policies.core import PolicyCore
-from moesim.policies.future import next_and_first
 from moesim.policies.predictors.base import PRE_ATTENTION, Predictor
 from moesim.policies.totals import LayerTotals
 from moesim.traces.replay import Group
@@ -72,56 +93,88 @@ def _floats(a: np.ndarray) -> list[float]:
     return np.asarray(a, np.float64).tolist()
 
 
-def _int_array(a: np.ndarray) -> array:
-    """A RunStats per-token column: int64 values in an ``array('q')``, as the simulator appends them."""
-    return array("q", np.ascontiguousarray(a, np.int64).tobytes())
+def _policy(core: PolicyCore) -> int:
+    return POLICY_CODES[CACHE_CLASSES[type(core.pool.policies[0])]]
 
 
-def _float_array(a: np.ndarray) -> array:
-    return array("d", np.ascontiguousarray(a, np.float64).tobytes())
+class _Decider:
+    """The decision pass over a run's chunks, in order, for ``core``'s settings (a fresh core: it
+    is only read), carrying its state from chunk to chunk."""
+
+    def __init__(self, core: PolicyCore, steps: RunSteps):
+        self.core = core
+        self.policy = _policy(core)
+        self.caps = np.asarray(core.pool.capacities, np.int64)
+        K = core.L * core.E
+        self.after = steps.first_after(K) if self.policy == POLICY_CODES["belady"] else None
+        first = self.after[0] if self.after is not None else None
+        self.state = DecideState.new(core.L, core.E, len(self.caps), first)
+        self._n = 0
+        self._dummy = np.zeros(1, np.int64)
+
+    def __call__(self, chunk: Chunk, plan: PlanArrays) -> Decisions:
+        core, st, s = self.core, self.state, chunk.steps
+        self._n += 1
+        after = self.after
+        nxt = self._dummy if after is None else next_uses(s.keys, chunk.acc0, after[self._n])  # Belady's
+        out = decide(
+            s.step_ptr, s.keys, s.step_layer, s.step_token, s.grp_step0, s.grp_tok0, chunk.tok0,
+            plan.ev_ptr, plan.ev_keys, core.pre_attention_fires, core.L, core.E, self.policy,
+            core.pool.scope != "global", self.caps, core._window, nxt, st.KS, st.K8, st.PS, st.SC, st.LC,
+        )  # fmt: skip
+        return Decisions(*out)
 
 
-def run_decisions_fast(core: PolicyCore, steps: StepArrays, plan: PlanArrays) -> Decisions:
-    """The decision pass for ``core``'s settings (a fresh core: it is only read)."""
-    L, E = core.L, core.E
-    pool = core.pool
-    policy = POLICY_CODES[CACHE_CLASSES[type(pool.policies[0])]]
-    caps = np.asarray(pool.capacities, np.int64)
-    keys = steps.keys
-    if policy == POLICY_CODES["belady"]:
-        nxt, first = next_and_first(keys)
-        nxt = nxt.astype(np.int64)
-        first_all = np.full(L * E, len(keys), np.int64)
-        first_all[: min(len(first), L * E)] = first[: L * E]
-    else:
-        nxt, first_all = np.zeros(len(keys), np.int64), np.zeros(L * E, np.int64)
-    out = decide(
-        steps.step_ptr, keys, steps.step_layer, steps.step_token, steps.grp_step0, steps.grp_tok0,
-        plan.ev_ptr, plan.ev_keys, core.pre_attention_fires, L, E, policy, pool.scope != "global", caps,
-        core._window, nxt, first_all,
-    )  # fmt: skip
-    return Decisions(*out[:16], int(out[16]), int(out[17]), int(out[18]))  # type: ignore[call-arg]
+def run_decisions_fast(core: PolicyCore, steps: RunSteps, plan: None = None) -> DecideState:
+    """The decision pass alone with no predictions (the on-demand baseline; ``plan``: as
+    ``predictions.empty_plan`` gives for a run's steps): its final state, whose ``layer_accesses``
+    and ``layer_present`` count the run."""
+    decider = _Decider(core, steps)
+    for chunk in steps.chunks():
+        decider(chunk, empty_plan(chunk.steps))
+    return decider.state
 
 
-def _token_costs(costs: CostModel, predictor: Predictor, steps: StepArrays, prompt_tokens: int):
-    """Per global decode step: its shape's costs (pre-attention, attention, gate, shared, predictor),
-    each asked of the cost model once per distinct (batch, context)."""
-    timed = type(predictor).latency_ms is not Predictor.latency_ms
-    batch = steps.tok_batch
-    ctx = prompt_tokens + steps.tok_step
-    span = int(ctx.max()) + 1 if len(ctx) else 1
-    codes, inverse = np.unique(batch * span + ctx, return_inverse=True)  # one int per (batch, context)
-    table = np.empty((len(codes), 5), np.float64)
-    for i, (b, c) in enumerate(zip((codes // span).tolist(), (codes % span).tolist())):
-        table[i] = (
-            costs.pre_attention_ms(b),
-            costs.attention_ms(b, c),
-            costs.gate_ms(b),
-            costs.shared_ms(b),
-            predictor.latency_ms(b, c) if timed else 0.0,
-        )
-    per_token = table[np.asarray(inverse).reshape(-1)]
-    return [np.ascontiguousarray(per_token[:, i]) for i in range(5)]
+class _Costs:
+    """Per decode step its shape's costs (pre-attention, attention, gate, shared, predictor), each
+    asked of the cost model once per distinct (batch, context) in the run."""
+
+    def __init__(self, costs: CostModel, predictor: Predictor, prompt_tokens: int):
+        self.costs, self.predictor, self.prompt_tokens = costs, predictor, prompt_tokens
+        self.timed = type(predictor).latency_ms is not Predictor.latency_ms
+        self.rows: dict[tuple[int, int], tuple[float, ...]] = {}
+        self.expert: list[float] = [0.0]
+
+    def _row(self, b: int, c: int) -> tuple[float, ...]:
+        row = self.rows.get((b, c))
+        if row is None:
+            costs = self.costs
+            row = self.rows[b, c] = (
+                costs.pre_attention_ms(b),
+                costs.attention_ms(b, c),
+                costs.gate_ms(b),
+                costs.shared_ms(b),
+                self.predictor.latency_ms(b, c) if self.timed else 0.0,
+            )
+        return row
+
+    def per_token(self, steps: StepArrays) -> list[np.ndarray]:
+        batch = steps.tok_batch
+        ctx = self.prompt_tokens + steps.tok_step
+        span = int(ctx.max()) + 1 if len(ctx) else 1
+        codes, inverse = np.unique(batch * span + ctx, return_inverse=True)  # one int per (batch, context)
+        table = np.empty((len(codes), 5), np.float64)
+        for i, (b, c) in enumerate(zip((codes // span).tolist(), (codes % span).tolist())):
+            table[i] = self._row(b, c)
+        per_token = table[np.asarray(inverse).reshape(-1)]
+        return [np.ascontiguousarray(per_token[:, i]) for i in range(5)]
+
+    def expert_ms(self, counts: np.ndarray) -> np.ndarray:
+        """``expert_ms(c)`` for c = 0 .. the most tokens routed to one key in ``counts``."""
+        max_count = int(counts.max()) if len(counts) else 1
+        while len(self.expert) <= max(1, max_count):
+            self.expert.append(self.costs.expert_ms(len(self.expert)))
+        return np.array(self.expert[: max(1, max_count) + 1], np.float64)
 
 
 class FastExecutor:
@@ -143,103 +196,129 @@ class FastExecutor:
         self.counters: FastCounters | None = None
         # batch 1, no prefill: the groups are the trace's sequences, so the steps come from its arrays
         self.trace = trace
-        self.steps: StepArrays | None = None
+        self.steps: RunSteps | None = None
 
     def run(self, core: PolicyCore, groups: Iterable[Group] | Callable[[], Iterable[Group]]) -> RunStats:
         """Replay ``groups`` (or a function returning them: called only when the groups themselves
-        are needed, i.e. without ``self.trace`` or for a predictor the compiled pass does not cover)."""
+        are needed, i.e. without ``self.trace`` or for a predictor the compiled pass does not cover),
+        chunk by chunk (``chunks.RunSteps``)."""
         L = core.L
-        steps, get_groups = self.steps_of(groups, L)
+        steps, _ = self.steps_of(groups, L)
         self.steps = steps
         pred = core.predictor
-        n_pred, thr = core._n_pred, core._threshold
-
-        def build() -> PlanArrays:
-            fast = routing_plan(pred, steps, L, n_pred, thr)
-            return fast if fast is not None else plan_arrays(pred, get_groups(), n_pred, thr)
-
-        if self.plan_key is not None:
-            key = ("plan", id(steps), json.dumps(self.plan_key, sort_keys=True, default=str), n_pred, thr)
-            plan = memo(key, (steps,), build)
-        else:
-            plan = build()
-        dec = run_decisions_fast(core, steps, plan)
-        stats = self._timing(core, steps, dec)
+        decider = _Decider(core, steps)
+        timer = _Timer(self.costs, core, self.prompt_tokens)
+        plans = self._plans(core, steps)
+        for chunk in steps.chunks():
+            dec = decider(chunk, plans(chunk))
+            timer(chunk.steps, dec)
+            if self.progress is not None:
+                for n in np.diff(chunk.steps.grp_tok0).tolist():
+                    self.progress(n)
+        st = decider.state
+        finish = st.finish_keys()
+        stats = timer.stats(finish)
+        LC, SC = st.LC, st.SC
         self.counters = FastCounters(
-            L, pred, _ints(dec.layer_accesses), _ints(dec.layer_present), _ints(dec.layer_prefetch_issued),
-            _ints(dec.layer_prefetch_useful), _ints(dec.layer_evictions), dec.prefetch_unused,
-            dec.refetches, dec.bypassed,
+            L, pred, _ints(LC[L_ACC]), _ints(LC[L_PRESENT]), _ints(LC[L_ISSUED]), _ints(LC[L_USEFUL]),
+            _ints(LC[L_EV]), int(SC[UNUSED]) + len(finish), int(SC[REFETCHES]), int(SC[BYPASSED]),
         )  # fmt: skip
-        if self.progress is not None:
-            for n in np.diff(steps.grp_tok0).tolist():
-                self.progress(n)
         return stats
 
-    def steps_of(self, groups, L: int) -> tuple[StepArrays, Callable[[], list[Group]]]:
-        """The flattened steps (kept per trace or per cached groups list across runs) and a function
-        giving the groups as a list."""
-        if self.trace is not None:  # batch 1: straight from the trace's arrays, no Group objects
-            trace = self.trace
-            steps = memo(("trace-steps", id(trace), L), (trace,), lambda: trace_steps(trace))
-        elif isinstance(groups, list):  # a run cache's list: the same object for every run
-            gl = groups
-            steps = memo(("steps", id(gl), L), (gl,), lambda: step_arrays(gl, L))
-        else:
-            steps = None
-        held: list[list[Group]] = []
+    def _plans(self, core: PolicyCore, steps: RunSteps) -> Callable[[Chunk], PlanArrays]:
+        """Each chunk's predictions (chunks asked for in order); those of a run whose steps are kept
+        (``RunSteps.kept``) are kept too, under ``plan_key``, for the runs sharing its predictor
+        settings and groups."""
+        pred, L = core.predictor, core.L
+        n_pred, thr = core._n_pred, core._threshold
+        groups_of = steps.group_lists()
+
+        def build(chunk: Chunk) -> PlanArrays:
+            fast = routing_plan(pred, chunk.steps, L, n_pred, thr)
+            return fast if fast is not None else plan_arrays(pred, groups_of(chunk), n_pred, thr)
+
+        kept = steps.kept
+        if kept is None or self.plan_key is None:
+            return build
+        key = ("plan", id(kept), json.dumps(self.plan_key, sort_keys=True, default=str), n_pred, thr)
+        plans = memo(key, (kept,), lambda: [build(chunk) for chunk in steps.chunks()])  # in order
+        return lambda chunk: plans[chunk.index]
+
+    def steps_of(self, groups, L: int) -> tuple[RunSteps, Callable[[], list[Group]]]:
+        """The run's steps in chunks (a run of one chunk's kept per trace or per groups list across
+        runs) and a function giving the groups as a list."""
+        steps = RunSteps(L, self.trace, groups)
 
         def get_groups() -> list[Group]:
-            if not held:
-                g = groups() if callable(groups) else groups
-                held.append(g if isinstance(g, list) else list(g))
-            return held[0]
+            g = steps.groups()
+            return g if isinstance(g, list) else list(g)
 
-        if steps is None:
-            g = groups() if callable(groups) else groups
-            if isinstance(g, list):
-                held.append(g)
-            steps = step_arrays(g, L)  # a generator is read once, never held whole
         return steps, get_groups
 
-    def _timing(self, core: PolicyCore, steps: StepArrays, dec: Decisions) -> RunStats:
-        costs, pred = self.costs, core.predictor
-        c_norm, c_attn, c_gate, c_shared, c_pred = _token_costs(costs, pred, steps, self.prompt_tokens)
-        on_gpu = pred.runs_on == "gpu"
-        fires_pre = pred.fires == PRE_ATTENTION
-        max_count = int(steps.counts.max()) if len(steps.counts) else 1
-        expert_ms = np.array([0.0] + [costs.expert_ms(c) for c in range(1, max_count + 1)], np.float64)
+
+class _Timer:
+    """The timing pass over a run's chunks, in order, carrying its state; the run's RunStats."""
+
+    def __init__(self, costs: CostModel, core: PolicyCore, prompt_tokens: int):
+        pred = core.predictor
+        self.costs, self.core = costs, core
+        self.table = _Costs(costs, pred, prompt_tokens)
+        self.on_gpu = pred.runs_on == "gpu"
+        self.fires_pre = pred.fires == PRE_ATTENTION
+        self.state = TimingState.new(core.L, core.E, int(costs.copy_engines))
+        self.cols: dict[str, array] = {}
+        self.tok_int = [array("q") for _ in range(6)]
+
+    def _add(self, name: str, a: np.ndarray, code: str) -> None:
+        col = self.cols.setdefault(name, array(code))
+        col.frombytes(np.ascontiguousarray(a, np.int64 if code == "q" else np.float64).tobytes())
+
+    def __call__(self, steps: StepArrays, dec: Decisions) -> None:
+        costs, core, st = self.costs, self.core, self.state
+        c_norm, c_attn, c_gate, c_shared, c_pred = self.table.per_token(steps)
+        on_gpu, fires_pre = self.on_gpu, self.fires_pre
         out = timing(
             steps.step_ptr, steps.keys, dec.acc_hit, dec.acc_pf, steps.counts, steps.grp_step0,
             steps.grp_tok0, steps.grp_counts, dec.load_ptr, dec.load_keys, dec.pevp_ptr, dec.pevp_keys,
-            dec.gevp_ptr, dec.gevp_keys, dec.cum_evictions, dec.cum_refetches, dec.finish_keys,
+            dec.gevp_ptr, dec.gevp_keys, dec.cum_evictions, dec.cum_refetches,
             c_norm, c_attn, c_gate, c_shared, c_pred, fires_pre, on_gpu, on_gpu and not fires_pre,
             core.L, core.E, int(costs.copy_engines), float(costs.h2d_ms), int(costs.expert_bytes),
-            float(costs.expert_ms(1)), expert_ms,
+            float(costs.expert_ms(1)), self.table.expert_ms(steps.counts),
+            st.FS, st.IS, st.free, st.c, st.inflight, st.CT, st.CS, st.LS, st.l_stall,
         )  # fmt: skip
-        tok_lat, tok_comp, tok_stall, tok_int, layers, lead, slack, pf_late, makespan = out
-        stats = RunStats(core.L)
-        stats.tok_group = _int_array(steps.tok_group)
-        stats.tok_step = _int_array(steps.tok_step)
-        stats.tok_batch = _int_array(steps.tok_batch)
-        stats.tok_latency_ms = _float_array(tok_lat)
-        stats.tok_compute_ms = _float_array(tok_comp)
-        stats.tok_stall_ms = _float_array(tok_stall)
-        stats.tok_hits = _int_array(tok_int[:, 0])
-        stats.tok_late = _int_array(tok_int[:, 1])
-        stats.tok_misses = _int_array(tok_int[:, 2])
-        stats.tok_bytes_h2d = _int_array(tok_int[:, 3])
-        stats.tok_evictions = _int_array(tok_int[:, 4])
-        stats.tok_refetches = _int_array(tok_int[:, 5])
-        l_late, l_stall, l_bdem, l_bpf, l_bwasted, l_wasted, l_cancel = layers
-        stats.layer_late = _ints(l_late)
-        stats.layer_stall_ms = _floats(l_stall)
-        stats.layer_bytes_demand = _ints(l_bdem)
-        stats.layer_bytes_prefetch = _ints(l_bpf)
-        stats.layer_bytes_wasted = _ints(l_bwasted)
-        stats.layer_prefetch_wasted = _ints(l_wasted)
-        stats.layer_prefetch_cancelled = _ints(l_cancel)
-        stats.prefetch_late = int(pf_late)
-        stats.lead_samples = _float_array(lead)
-        stats.slack_samples = _float_array(slack)
-        stats.makespan_ms = float(makespan)
+        tok_lat, tok_comp, tok_stall, tok_int, lead, slack, st.CT, st.CS = out
+        for name, a, code in (
+            ("tok_group", steps.tok_group, "q"), ("tok_step", steps.tok_step, "q"),
+            ("tok_batch", steps.tok_batch, "q"), ("tok_latency_ms", tok_lat, "d"),
+            ("tok_compute_ms", tok_comp, "d"), ("tok_stall_ms", tok_stall, "d"),
+            ("lead_samples", lead, "d"), ("slack_samples", slack, "d"),
+        ):  # fmt: skip
+            self._add(name, a, code)
+        for i, name in enumerate(_TOK_INT):
+            self._add(name, tok_int[:, i], "q")
+
+    def stats(self, finish: np.ndarray) -> RunStats:
+        """The run's RunStats, once every chunk is timed; ``finish``: prefetches never demanded,
+        resident at the end (wasted)."""
+        L, E, st = self.core.L, self.core.E, self.state
+        LS = st.LS
+        np.add.at(LS[WASTED], finish // E, 1)
+        np.add.at(LS[BWASTED], finish // E, int(self.costs.expert_bytes))
+        stats = RunStats(L)
+        for name in ("tok_group", "tok_step", "tok_batch", "tok_latency_ms", "tok_compute_ms",
+                     "tok_stall_ms", *_TOK_INT, "lead_samples", "slack_samples"):  # fmt: skip
+            setattr(stats, name, self.cols.get(name, array("d" if name.endswith(("ms", "samples")) else "q")))
+        stats.layer_late = _ints(LS[LATE])
+        stats.layer_stall_ms = _floats(st.l_stall)
+        stats.layer_bytes_demand = _ints(LS[BDEM])
+        stats.layer_bytes_prefetch = _ints(LS[BPF])
+        stats.layer_bytes_wasted = _ints(LS[BWASTED])
+        stats.layer_prefetch_wasted = _ints(LS[WASTED])
+        stats.layer_prefetch_cancelled = _ints(LS[CANCEL])
+        stats.prefetch_late = int(st.IS[PF_LATE])
+        stats.makespan_ms = float(st.FS[NOW])
         return stats
+
+
+# RunStats' integer token columns, in the order of the timing kernel's ``tok_int``
+_TOK_INT = ("tok_hits", "tok_late", "tok_misses", "tok_bytes_h2d", "tok_evictions", "tok_refetches")

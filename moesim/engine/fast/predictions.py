@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -23,10 +24,13 @@ from moesim.policies.predictors.base import PRE_ATTENTION, Prediction, Predictor
 from moesim.policies.predictors.oracle import Oracle
 from moesim.policies.predictors.popularity import Popularity
 from moesim.policies.predictors.prev_token import PreviousToken
-from moesim.traces.replay import Group, access_stream
+from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
 from numba import njit  # isort: skip
+
+if TYPE_CHECKING:
+    from moesim.engine.fast.chunks import RunSteps
 
 ORACLE, PREV_TOKEN, TABLE = 0, 1, 2
 
@@ -64,18 +68,22 @@ def _finish(step_ptr, keys, counts, nsteps, ntok, grp_counts, index, active, L) 
     )  # fmt: skip
 
 
-def trace_steps(trace: Trace) -> StepArrays:
+def trace_steps(trace: Trace, lo: int = 0, hi: int | None = None) -> StepArrays:
     """``step_arrays`` of ``iter_groups(trace, batch=1)`` (one group per sequence, in order, its
-    layer-steps the sequence's experts + ``layer * E``), built from the trace's arrays directly."""
-    L, k = trace.meta.num_layers, trace.meta.top_k
-    keys = access_stream(trace, 1).astype(np.int64)
+    layer-steps the sequence's experts + ``layer * E``), built from the trace's arrays directly;
+    ``lo, hi``: only sequences ``lo .. hi - 1``."""
+    L, E, k = trace.meta.num_layers, trace.meta.num_experts, trace.meta.top_k
+    hi = trace.num_sequences if hi is None else hi
+    offsets = np.asarray(trace.seq_offsets[lo : hi + 1], np.int64)
+    layer0 = (np.arange(L, dtype=np.int64) * E)[None, :, None]  # as replay.build_group's keys
+    keys = (np.asarray(trace.experts[offsets[0] : offsets[-1]], np.int64) + layer0).reshape(-1)
     nsteps_all = len(keys) // k
     step_ptr = np.arange(nsteps_all + 1, dtype=np.int64) * k
-    ntok = np.diff(np.asarray(trace.seq_offsets, np.int64))
-    n = trace.num_sequences
+    ntok = np.diff(offsets)
+    n = hi - lo
     return _finish(
         step_ptr, keys, np.ones(len(keys), np.int64), ntok * L, ntok, np.zeros(n, np.int8),
-        np.arange(n), np.ones(int(ntok.sum()), np.int64), L,
+        np.arange(lo, hi), np.ones(int(ntok.sum()), np.int64), L,
     )  # fmt: skip
 
 
@@ -158,8 +166,15 @@ def _routing_plan(step_ptr, keys, grp_step0, mode, h, L, n_cut, table, table_len
     return ptr, out[:m]
 
 
-def empty_plan(steps: StepArrays) -> PlanArrays:
-    """One empty planning call per group start and per step."""
+@overload
+def empty_plan(steps: StepArrays) -> PlanArrays: ...
+@overload
+def empty_plan(steps: RunSteps) -> None: ...
+def empty_plan(steps):
+    """One empty planning call per group start and per step; None for a run's chunked steps (the
+    on-demand baseline's: each chunk's empty plan is made when it runs)."""
+    if not isinstance(steps, StepArrays):
+        return None
     n = len(steps.step_ptr) - 1 + len(steps.grp_step0) - 1
     return PlanArrays(np.zeros(n + 1, np.int64), np.zeros(0, np.int64))
 

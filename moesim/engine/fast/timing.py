@@ -11,6 +11,8 @@ prefetch cancelled if it has not started, else wasted), and the clock advancing 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from moesim.engine.fast import jit  # noqa: F401  (sets numba's cache folder before the kernels)
@@ -25,10 +27,45 @@ PENDING, STARTED, CANCELLED = 0, 1, 2
 # them took the kernel from ~250 to ~145 ms on the OLMoE benchmark). The state is packed: transfers ``T[ISSUE|END, tr]`` and ``S[tr]`` (state), queue
 # counters ``c[QH|QT]``, per-layer integer columns ``LS[row, layer]``. A prefetch's id is its place
 # in the FIFO queue (so the queue needs no array); the demand copy of key ``k`` reuses id
-# ``n_prefetches + k`` (the previous one of that key is done with: the key missed).
+# ``dbase + k`` (the previous one of that key is done with: the key missed).
+#
+# A run is timed chunk by chunk of whole groups (``TimingState`` carries the clock, the lanes, the
+# queue and the copies still referenced). Within a chunk the ids are laid out as [carried queue
+# ``q``][the chunk's prefetches][demand copies, one per key][other carried copies]; between chunks
+# the carried ones are compacted to [queue][demand, one per key][others], so a carried id ``i``
+# becomes ``i`` (queue) or ``i + n_prefetches`` (the rest) in the next chunk.
 ISSUE, END = 0, 1
 QH, QT = 0, 1
 LATE, BDEM, BPF, BWASTED, WASTED, CANCEL = range(6)
+NOW = 0  # TimingState.FS
+H2D, EV_TOTAL, RF_TOTAL, PF_LATE = range(4)  # TimingState.IS
+
+
+@dataclass
+class TimingState:
+    """What the timing pass keeps from one group to the next: the clock (``FS[NOW]``), the bytes and
+    counter totals the token rows difference (``IS``), the lanes' busy-until times (``free``), the
+    prefetch queue's counters (``c``), each key's copy in flight (``inflight``: ids into the carried
+    copies ``CT``/``CS``) and the per-layer totals (``LS``, ``l_stall``)."""
+
+    FS: np.ndarray
+    IS: np.ndarray
+    free: np.ndarray
+    c: np.ndarray
+    inflight: np.ndarray
+    CT: np.ndarray
+    CS: np.ndarray
+    LS: np.ndarray
+    l_stall: np.ndarray
+
+    @classmethod
+    def new(cls, L: int, E: int, lanes: int) -> TimingState:
+        K = L * E
+        return cls(
+            np.zeros(1, np.float64), np.zeros(4, np.int64), np.zeros(lanes, np.float64),
+            np.zeros(2, np.int64), np.full(K, -1, np.int64), np.zeros((2, K), np.float64),
+            np.zeros(K, np.int8), np.zeros((6, L), np.int64), np.zeros(L, np.float64),
+        )  # fmt: skip
 
 
 @njit(cache=True, inline="always")
@@ -101,7 +138,7 @@ def _issue(e, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, infl
         d -= _evict(pevp_keys[i], now, E, nbytes, dur, free, T, S, c, inflight, LS)
     for i in range(EP[0, e], EP[0, e + 1]):
         key = load_keys[i]
-        tr = c[QT]  # = i: prefetches are issued in event order
+        tr = c[QT]  # the queue's next place: prefetches are issued in event order
         c[QT] += 1
         T[ISSUE, tr] = now
         S[tr] = PENDING
@@ -127,45 +164,52 @@ def _sort_ready(r, k, n):
 @njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
     step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
-    load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf, finish_keys,
+    load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf,
     c_norm, c_attn, c_gate, c_shared, c_pred, fires_pre, pred_on_gpu, pred_delays,
-    L, E, lanes, dur, nbytes, ffn1, expert_ms,
+    L, E, lanes, dur, nbytes, ffn1, expert_ms, FS, IS, free, c, inflight, CT, CS, LS, l_stall,
 ):  # fmt: skip
-    """Returns (token rows, layer columns, lead and slack samples, prefetch_late, makespan)."""
+    """One chunk of whole groups (indices from its start), from and into the carried state
+    ``FS, IS, free, c, inflight, CT, CS, LS, l_stall`` (``TimingState``; ``CT, CS`` come back new).
+    Returns (token rows, lead and slack samples, the carried copies ``CT, CS``)."""
     G = len(grp_step0) - 1
     K = L * E
     ntok = grp_tok0[G]
     n_load = len(load_keys)
-    T = np.empty((2, n_load + K), np.float64)
-    S = np.empty(n_load + K, np.int8)
-    c = np.zeros(2, np.int64)
+    q = c[QT]  # the carried queue (c[QH] is 0)
+    n_old = CT.shape[1]
+    dbase = q + n_load
+    T = np.empty((2, n_old + n_load), np.float64)
+    S = np.empty(n_old + n_load, np.int8)
+    T[:, :q] = CT[:, :q]
+    S[:q] = CS[:q]
+    T[:, dbase:] = CT[:, q:]
+    S[dbase:] = CS[q:]
+    for key in range(K):
+        if inflight[key] >= q:
+            inflight[key] += n_load
     EP = np.empty((2, len(load_ptr)), np.int64)
     EP[0, :] = load_ptr
     EP[1, :] = pevp_ptr
-    free = np.zeros(lanes, np.float64)
-    inflight = np.full(K, -1, np.int64)
     n_pf = 0
     for i in range(len(acc_pf)):
         n_pf += acc_pf[i]
     lead = np.empty(n_pf, np.float64)
     slack = np.empty(n_pf, np.float64)
     n_lead = 0
-    pf_late = 0
+    pf_late = IS[PF_LATE]
     tok_lat = np.zeros(ntok)
     tok_comp = np.zeros(ntok)
     tok_stall = np.zeros(ntok)
     tok_int = np.zeros((ntok, 6), np.int64)  # hits, late, misses, bytes, evictions, refetches
-    LS = np.zeros((6, L), np.int64)
-    l_stall = np.zeros(L, np.float64)
     kmax = 1
     for s in range(len(step_ptr) - 1):
         kmax = max(kmax, step_ptr[s + 1] - step_ptr[s])
     rr = np.empty(kmax, np.float64)
     rk = np.empty(kmax, np.int64)
-    h2d = 0
-    now = 0.0
-    ev_total = 0
-    rf_total = 0
+    h2d = IS[H2D]
+    now = FS[NOW]
+    ev_total = IS[EV_TOTAL]
+    rf_total = IS[RF_TOTAL]
     for g in range(G):
         s0, s1 = grp_step0[g], grp_step0[g + 1]
         counts = grp_counts[g] == 1
@@ -244,7 +288,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
                     if acc_hit[i] == 1:
                         continue
                     n_miss += 1
-                    tr = n_load + keys[i]
+                    tr = dbase + keys[i]
                     T[ISSUE, tr] = t_gate
                     if lanes == 1:  # CopyEngine.submit_demands' one-lane loop
                         lane_f = lane_f + dur
@@ -287,7 +331,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
                     if acc_hit[i] == 1:
                         continue
                     n_miss += 1
-                    tr = n_load + keys[i]
+                    tr = dbase + keys[i]
                     T[ISSUE, tr] = t_gate
                     _schedule(tr, t_gate, free, T, S, dur)
                     inflight[keys[i]] = tr
@@ -364,8 +408,44 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
                 t_stall = 0.0
                 t_comp = 0.0
                 t_hits = t_late = t_miss = 0
-    for key in finish_keys:  # undemanded prefetches at the end: wasted
-        LS[WASTED, key // E] += 1
-        LS[BWASTED, key // E] += nbytes
-    layers = (LS[LATE], l_stall, LS[BDEM], LS[BPF], LS[BWASTED], LS[WASTED], LS[CANCEL])
-    return (tok_lat, tok_comp, tok_stall, tok_int, layers, lead[:n_lead], slack[:n_lead], pf_late, now)
+    FS[NOW] = now
+    IS[H2D], IS[EV_TOTAL], IS[RF_TOTAL], IS[PF_LATE] = h2d, ev_total, rf_total, pf_late
+    CT, CS = _carry(T, S, c, inflight, dbase, K)
+    return (tok_lat, tok_comp, tok_stall, tok_int, lead[:n_lead], slack[:n_lead], CT, CS)
+
+
+@njit(cache=True)
+def _carry(T, S, c, inflight, dbase, K):
+    """The copies the next chunk can still read, compacted to [queue][demand, one per key][others
+    in flight], ``inflight`` and ``c`` renumbered to match. Read later: the queue's entries (in
+    order) and the copies ``inflight`` names; any other copy is done with."""
+    qh, qt = c[QH], c[QT]
+    x = 0
+    for key in range(K):
+        tr = inflight[key]
+        if tr >= 0 and not (qh <= tr < qt) and not (dbase <= tr < dbase + K):
+            x += 1
+    q2 = qt - qh
+    CT = np.empty((2, q2 + K + x), np.float64)
+    CS = np.empty(q2 + K + x, np.int8)
+    CT[:, :q2] = T[:, qh:qt]
+    CS[:q2] = S[qh:qt]
+    CT[:, q2 : q2 + K] = T[:, dbase : dbase + K]
+    CS[q2 : q2 + K] = S[dbase : dbase + K]
+    j = q2 + K
+    for key in range(K):
+        tr = inflight[key]
+        if tr < 0:
+            continue
+        if qh <= tr < qt:
+            inflight[key] = tr - qh
+        elif dbase <= tr < dbase + K:
+            inflight[key] = q2 + tr - dbase
+        else:
+            CT[:, j] = T[:, tr]
+            CS[j] = S[tr]
+            inflight[key] = j
+            j += 1
+    c[QH] = 0
+    c[QT] = q2
+    return CT, CS
