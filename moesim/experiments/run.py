@@ -29,7 +29,7 @@ from moesim.metrics.timeline import TimelineWindow
 from moesim.models.spec import ModelSpec
 from moesim.policies.caches.base import CacheContext
 from moesim.policies.core import PlannerConfig, PolicyCore
-from moesim.policies.future import FutureIndex
+from moesim.policies.future import lazy_next_use
 from moesim.policies.miss import MissCosts, MissHandler
 from moesim.policies.pool import ExpertPool
 from moesim.policies.predictors.base import PredictorSetup
@@ -242,7 +242,7 @@ def build_core(p: Prepared, predictor_name: str | None = None, record: bool = Fa
     policy_cls = CACHES.get(sc.cache.policy)
     next_use = None
     if policy_cls.needs_future:
-        next_use = FutureIndex(_access_stream(p)).next_use
+        next_use = lazy_next_use(lambda: _access_stream(p))
     fit = p.fit_trace if p.fit_trace is not None else p.trace
     if sc.predictor.fit_trace:
         from moesim.traces.native import load_trace

@@ -9,6 +9,8 @@ uses: a hit or a demand admission (the use after the access at ``pos - 1``) is o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from moesim.policies.caches.base import NEVER
@@ -74,3 +76,17 @@ class FutureIndex:
         self._asked[key] = pos
         self._at[key] = at
         return at if at < n else NEVER
+
+
+def lazy_next_use(stream: Callable[[], np.ndarray]) -> Callable[[int, int], int]:
+    """``FutureIndex(stream()).next_use``, the index built on the first query: the fast executor
+    computes next uses chunk by chunk and never asks, and a whole-run index is ~1.4 GB at a
+    million tokens."""
+    built: list[Callable[[int, int], int]] = []
+
+    def next_use(key: int, pos: int) -> int:
+        if not built:
+            built.append(FutureIndex(stream()).next_use)
+        return built[0](key, pos)
+
+    return next_use

@@ -127,3 +127,22 @@ def test_lfu_bounded_heap_matches_reference(ops, capacity):
         pol.admit(key, pos, prefetch)
         ref[key] = (0 if prefetch else 1, tick)
         assert len(pol._heap) <= 2 * len(pol) + 64 + 1
+
+
+def test_lazy_index_is_built_once_on_the_first_query_and_answers_the_same():
+    from moesim.policies.future import lazy_next_use
+
+    rng = np.random.default_rng(5)
+    stream = rng.integers(0, 12, 400).astype(np.int32)
+    calls = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return stream
+
+    lazy = lazy_next_use(make)
+    assert calls == []  # a fast run never asks: nothing built
+    ref = FutureIndex(stream)
+    queries = [(int(k), p) for p in range(0, 401, 3) for k in (stream[min(p, 399)], 0, 11)]
+    assert [lazy(k, p) for k, p in queries] == [ref.next_use(k, p) for k, p in queries]
+    assert calls == [1]

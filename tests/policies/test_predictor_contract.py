@@ -90,3 +90,38 @@ def test_no_peeking_at_the_future(traces, name):
 
 def test_oracle_declares_lookahead():
     assert PREDICTORS.get("oracle").lookahead
+
+
+@pytest.mark.parametrize("name", PREDICTORS.names())
+@pytest.mark.parametrize("n_pred,threshold", [(3, None), (E, 0.2)])
+def test_a_whole_group_plan_is_the_cut_of_every_call(traces, name, n_pred, threshold):
+    """``planned`` (optional: the fast path's prediction pass reads it instead of calling
+    ``predict`` per step) must hand out exactly what the calls would, cut as the planner cuts."""
+    trace, _ = traces
+    calls = _predictions(name, trace, trace, 2)
+    setup = PredictorSetup(L, E, K, 1, 2, 0, fit_trace=trace, trace=trace)
+    pred = PREDICTORS.get(name)(setup)
+    i = 0
+    for group in iter_groups(trace, 1):
+        pred.start(group)
+        whole = pred.planned(n_pred, threshold)
+        n = len(group.steps) + 1  # the start and one call per step
+        assert whole is not None or name != "prophet"  # its batch inference offers one
+        if whole is not None:
+            want = []
+            for _, preds in calls[i : i + n]:
+                cut = []
+                for _t, keys, scores in preds:
+                    cand = keys[:n_pred]
+                    if threshold is not None and scores is not None:
+                        cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
+                    cut.extend(cand)
+                want.append(cut)
+            sizes, keys = whole
+            assert sizes.tolist() == [len(w) for w in want]
+            assert keys.tolist() == [k for w in want for k in w]
+        else:  # asked per step: keep its state as the calls left it
+            for s, keys in enumerate(group.steps):
+                pred.observe(s, keys)
+                pred.predict(s)
+        i += n

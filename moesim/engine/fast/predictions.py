@@ -238,7 +238,14 @@ def plan_arrays(
     observe = predictor.observe if type(predictor).observe is not Predictor.observe else None
     predict = predictor.predict
     for group in groups:
-        add(predictor.start(group))
+        first = predictor.start(group)
+        whole = predictor.planned(n_pred, threshold)
+        if whole is not None:  # the group's predictions at once (Prophet's batch inference)
+            sizes, keys = whole
+            ptr.extend((len(out) + np.cumsum(sizes)).tolist())
+            out.frombytes(np.ascontiguousarray(keys, np.int64).tobytes())
+            continue
+        add(first)
         steps = group.steps
         for s in range(len(steps)):
             if pre:

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
@@ -74,6 +76,12 @@ class Predictor:
 
     def predict(self, s: int) -> list[Prediction]:
         return []
+
+    def planned(self, n_pred: int, threshold: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Right after ``start``, optionally: what ``predict`` will return at each firing of the
+        group (the start's first), cut to the first ``n_pred`` keys scoring at least ``threshold``,
+        as (keys per firing, the keys). None (the default): the caller asks per step."""
+        return None
 
     def latency_ms(self, batch: int, context: int) -> float:
         """Time one firing takes; its prefetches are issued that much later (0: free)."""
