@@ -102,3 +102,14 @@ def decisions(p: Prepared, predictor: str | None = None):
     from moesim.engine.decisions import run_decisions
 
     return run_decisions(build_core(p, predictor_name=predictor, record=True), p.groups())
+
+
+def cut_per_call(predictions, n_pred: int, threshold: float | None) -> list[int]:
+    """The planner's cut of one call's predictions (moesim.engine.fast.predictions.plan_arrays)."""
+    out: list[int] = []
+    for _t, keys, scores in predictions:
+        cand = keys[:n_pred]
+        if threshold is not None and scores is not None:
+            cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
+        out.extend(cand)
+    return out

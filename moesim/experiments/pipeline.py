@@ -149,7 +149,6 @@ def _fast_baseline(p: Prepared, core: PolicyCore, steps: Any = None) -> int:
     ``steps``: the run's flattened steps when the fast executor made them."""
     from moesim.engine.fast.executor import FastExecutor, run_decisions_fast
     from moesim.engine.fast.jit import warm_kernels
-    from moesim.engine.fast.predictions import empty_plan
 
     warm_kernels()
     if steps is None:
@@ -157,7 +156,7 @@ def _fast_baseline(p: Prepared, core: PolicyCore, steps: Any = None) -> int:
         trace = p.trace if sc.batch == 1 and not sc.prefill else None
         fast = FastExecutor(CostModel(p.profile, p.model), p.prompt_tokens, trace=trace)
         steps, _ = fast.steps_of(p.groups, core.L)
-    dec = run_decisions_fast(core, steps, empty_plan(steps))
+    dec = run_decisions_fast(core, steps)
     return int(dec.layer_accesses.sum() - dec.layer_present.sum())
 
 

@@ -9,7 +9,7 @@ import pytest
 from moesim.policies.predictors.base import PRE_ATTENTION, PredictorSetup
 from moesim.policies.registries import PREDICTORS
 from moesim.traces.replay import iter_groups
-from tests.helpers import random_trace
+from tests.helpers import cut_per_call, random_trace
 
 L, E, K = 4, 10, 2
 
@@ -108,15 +108,7 @@ def test_a_whole_group_plan_is_the_cut_of_every_call(traces, name, n_pred, thres
         n = len(group.steps) + 1  # the start and one call per step
         assert whole is not None or name != "prophet"  # its batch inference offers one
         if whole is not None:
-            want = []
-            for _, preds in calls[i : i + n]:
-                cut = []
-                for _t, keys, scores in preds:
-                    cand = keys[:n_pred]
-                    if threshold is not None and scores is not None:
-                        cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
-                    cut.extend(cand)
-                want.append(cut)
+            want = [cut_per_call(preds, n_pred, threshold) for _, preds in calls[i : i + n]]
             sizes, keys = whole
             assert sizes.tolist() == [len(w) for w in want]
             assert keys.tolist() == [k for w in want for k in w]

@@ -16,7 +16,7 @@ from moesim.policies.predictors._prophet_batch import BLOCK, QUANTUM  # noqa: E4
 from moesim.policies.predictors.base import PredictorSetup  # noqa: E402
 from moesim.policies.predictors.prophet import Prophet, ProphetModel, _build_net  # noqa: E402
 from moesim.traces.replay import Group, iter_groups  # noqa: E402
-from tests.helpers import random_trace  # noqa: E402
+from tests.helpers import cut_per_call, random_trace  # noqa: E402
 
 
 def _model(
@@ -232,17 +232,6 @@ def test_whole_runs_identical(olmoe_like, batch):
     assert a.decisions == b.decisions and a.decisions
 
 
-def _cut_per_call(predictions, n_pred: int, threshold: float | None) -> list[int]:
-    """The planner's cut of one call's predictions (moesim.engine.fast.predictions.plan_arrays)."""
-    out: list[int] = []
-    for _t, keys, scores in predictions:
-        cand = keys[:n_pred]
-        if threshold is not None:
-            cand = [k for k, sc in zip(cand, scores[:n_pred]) if sc >= threshold]
-        out.extend(cand)
-    return out
-
-
 @pytest.mark.parametrize("batch,horizon", [(1, 1), (1, 3), (3, 2)])
 @pytest.mark.parametrize("n_pred,threshold", [(8, None), (3, None), (64, 0.5), (10, 0.45), (1, 0.99)])
 def test_group_cut_equals_the_cut_of_each_call(olmoe_like, batch, horizon, n_pred, threshold):
@@ -256,7 +245,7 @@ def test_group_cut_equals_the_cut_of_each_call(olmoe_like, batch, horizon, n_pre
         assert planned is not None
         sizes, keys = planned
         calls = [first] + [pred.predict(s) for s in range(len(g.steps))]
-        want = [_cut_per_call(c, n_pred, threshold) for c in calls]
+        want = [cut_per_call(c, n_pred, threshold) for c in calls]
         assert sizes.tolist() == [len(w) for w in want]
         assert keys.tolist() == [k for w in want for k in w]
         kept += len(keys)

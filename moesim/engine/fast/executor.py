@@ -125,10 +125,9 @@ class _Decider:
         return Decisions(*out)
 
 
-def run_decisions_fast(core: PolicyCore, steps: RunSteps, plan: None = None) -> DecideState:
-    """The decision pass alone with no predictions (the on-demand baseline; ``plan``: as
-    ``predictions.empty_plan`` gives for a run's steps): its final state, whose ``layer_accesses``
-    and ``layer_present`` count the run."""
+def run_decisions_fast(core: PolicyCore, steps: RunSteps) -> DecideState:
+    """The decision pass alone with no predictions (the on-demand baseline): its final state, whose
+    ``layer_accesses`` and ``layer_present`` count the run."""
     decider = _Decider(core, steps)
     for chunk in steps.chunks():
         decider(chunk, empty_plan(chunk.steps))

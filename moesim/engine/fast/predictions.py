@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -28,9 +27,6 @@ from moesim.traces.replay import Group
 from moesim.traces.trace import Trace
 
 from numba import njit  # isort: skip
-
-if TYPE_CHECKING:
-    from moesim.engine.fast.chunks import RunSteps
 
 ORACLE, PREV_TOKEN, TABLE = 0, 1, 2
 
@@ -166,15 +162,8 @@ def _routing_plan(step_ptr, keys, grp_step0, mode, h, L, n_cut, table, table_len
     return ptr, out[:m]
 
 
-@overload
-def empty_plan(steps: StepArrays) -> PlanArrays: ...
-@overload
-def empty_plan(steps: RunSteps) -> None: ...
-def empty_plan(steps):
-    """One empty planning call per group start and per step; None for a run's chunked steps (the
-    on-demand baseline's: each chunk's empty plan is made when it runs)."""
-    if not isinstance(steps, StepArrays):
-        return None
+def empty_plan(steps: StepArrays) -> PlanArrays:
+    """One empty planning call per group start and per step."""
     n = len(steps.step_ptr) - 1 + len(steps.grp_step0) - 1
     return PlanArrays(np.zeros(n + 1, np.int64), np.zeros(0, np.int64))
 
