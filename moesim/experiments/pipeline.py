@@ -155,7 +155,7 @@ def _fast_baseline(p: Prepared, core: PolicyCore, steps: Any = None) -> int:
         sc = p.scenario
         trace = p.trace if sc.batch == 1 and not sc.prefill else None
         fast = FastExecutor(CostModel(p.profile, p.model), p.prompt_tokens, trace=trace)
-        steps, _ = fast.steps_of(p.groups, core.L)
+        steps = fast.steps_of(p.groups, core.L)
     dec = run_decisions_fast(core, steps)
     return int(dec.layer_accesses.sum() - dec.layer_present.sum())
 

@@ -18,6 +18,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +203,7 @@ class FastExecutor:
         are needed, i.e. without ``self.trace`` or for a predictor the compiled pass does not cover),
         chunk by chunk (``chunks.RunSteps``)."""
         L = core.L
-        steps, _ = self.steps_of(groups, L)
+        steps = self.steps_of(groups, L)
         self.steps = steps
         pred = core.predictor
         decider = _Decider(core, steps)
@@ -243,16 +244,9 @@ class FastExecutor:
         plans = memo(key, (kept,), lambda: [build(chunk) for chunk in steps.chunks()])  # in order
         return lambda chunk: plans[chunk.index]
 
-    def steps_of(self, groups, L: int) -> tuple[RunSteps, Callable[[], list[Group]]]:
-        """The run's steps in chunks (a run of one chunk's kept per trace or per groups list across
-        runs) and a function giving the groups as a list."""
-        steps = RunSteps(L, self.trace, groups)
-
-        def get_groups() -> list[Group]:
-            g = steps.groups()
-            return g if isinstance(g, list) else list(g)
-
-        return steps, get_groups
+    def steps_of(self, groups, L: int) -> RunSteps:
+        """The run's steps in chunks (from the trace's arrays when the executor has one)."""
+        return RunSteps(L, self.trace, groups)
 
 
 class _Timer:
@@ -265,12 +259,13 @@ class _Timer:
         self.on_gpu = pred.runs_on == "gpu"
         self.fires_pre = pred.fires == PRE_ATTENTION
         self.state = TimingState.new(core.L, core.E, int(costs.copy_engines))
-        self.cols: dict[str, array] = {}
-        self.tok_int = [array("q") for _ in range(6)]
+        # RunStats' per-token and per-sample columns, filled chunk after chunk
+        self.cols: dict[str, array[Any]] = {name: array("q") for name in (*_TOK_IDS, *_TOK_INT)}
+        self.cols |= {name: array("d") for name in _TOK_FLOAT}
 
-    def _add(self, name: str, a: np.ndarray, code: str) -> None:
-        col = self.cols.setdefault(name, array(code))
-        col.frombytes(np.ascontiguousarray(a, np.int64 if code == "q" else np.float64).tobytes())
+    def _add(self, name: str, a: np.ndarray) -> None:
+        col = self.cols[name]
+        col.frombytes(np.ascontiguousarray(a, np.int64 if col.typecode == "q" else np.float64).tobytes())
 
     def __call__(self, steps: StepArrays, dec: Decisions) -> None:
         costs, core, st = self.costs, self.core, self.state
@@ -286,15 +281,12 @@ class _Timer:
             st.FS, st.IS, st.free, st.c, st.inflight, st.CT, st.CS, st.LS, st.l_stall,
         )  # fmt: skip
         tok_lat, tok_comp, tok_stall, tok_int, lead, slack, st.CT, st.CS = out
-        for name, a, code in (
-            ("tok_group", steps.tok_group, "q"), ("tok_step", steps.tok_step, "q"),
-            ("tok_batch", steps.tok_batch, "q"), ("tok_latency_ms", tok_lat, "d"),
-            ("tok_compute_ms", tok_comp, "d"), ("tok_stall_ms", tok_stall, "d"),
-            ("lead_samples", lead, "d"), ("slack_samples", slack, "d"),
-        ):  # fmt: skip
-            self._add(name, a, code)
+        for name, a in zip(_TOK_IDS, (steps.tok_group, steps.tok_step, steps.tok_batch)):
+            self._add(name, a)
+        for name, a in zip(_TOK_FLOAT, (tok_lat, tok_comp, tok_stall, lead, slack)):
+            self._add(name, a)
         for i, name in enumerate(_TOK_INT):
-            self._add(name, tok_int[:, i], "q")
+            self._add(name, tok_int[:, i])
 
     def stats(self, finish: np.ndarray) -> RunStats:
         """The run's RunStats, once every chunk is timed; ``finish``: prefetches never demanded,
@@ -304,9 +296,8 @@ class _Timer:
         np.add.at(LS[WASTED], finish // E, 1)
         np.add.at(LS[BWASTED], finish // E, int(self.costs.expert_bytes))
         stats = RunStats(L)
-        for name in ("tok_group", "tok_step", "tok_batch", "tok_latency_ms", "tok_compute_ms",
-                     "tok_stall_ms", *_TOK_INT, "lead_samples", "slack_samples"):  # fmt: skip
-            setattr(stats, name, self.cols.get(name, array("d" if name.endswith(("ms", "samples")) else "q")))
+        for name, col in self.cols.items():
+            setattr(stats, name, col)
         stats.layer_late = _ints(LS[LATE])
         stats.layer_stall_ms = _floats(st.l_stall)
         stats.layer_bytes_demand = _ints(LS[BDEM])
@@ -319,5 +310,8 @@ class _Timer:
         return stats
 
 
-# RunStats' integer token columns, in the order of the timing kernel's ``tok_int``
+# RunStats' columns the timing pass fills: the token's identity (from the steps), the float ones in
+# the order the kernel returns them, the integer ones in the order of its ``tok_int``
+_TOK_IDS = ("tok_group", "tok_step", "tok_batch")
+_TOK_FLOAT = ("tok_latency_ms", "tok_compute_ms", "tok_stall_ms", "lead_samples", "slack_samples")
 _TOK_INT = ("tok_hits", "tok_late", "tok_misses", "tok_bytes_h2d", "tok_evictions", "tok_refetches")
