@@ -10,8 +10,10 @@ Every refusal is one ``MoesimInputError`` line naming the file (or ``--set`` key
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +145,24 @@ def load_file(path: str | Path, what: str = "YAML file") -> Any:
         fail(f"{src}: not a UTF-8 text file (byte {exc.start}); give a {what}")
     if "\x00" in text:
         fail(f"{src}: binary content (NUL byte); give a {what}")
-    return loads(text, str(src))
+    return copy.deepcopy(_parsed(text, str(src)))
+
+
+_PARSED: OrderedDict[str, Any] = OrderedDict()  # recent files' documents, by their text
+_PARSED_MAX = 16
+
+
+def _parsed(text: str, origin: str) -> Any:
+    """``loads(text, origin)``, remembered by the text: a sweep reads the same scenario once per
+    point (PyYAML takes ~7 ms for one). Callers get a copy, as they may change it."""
+    if text in _PARSED:
+        _PARSED.move_to_end(text)
+        return _PARSED[text]
+    doc = loads(text, origin)
+    _PARSED[text] = doc
+    if len(_PARSED) > _PARSED_MAX:
+        _PARSED.popitem(last=False)
+    return doc
 
 
 def scalar(text: str, origin: str) -> Any:

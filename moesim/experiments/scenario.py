@@ -3,6 +3,7 @@ into plain dataclasses. Every error names the dotted key and the fix."""
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from collections.abc import Mapping
@@ -172,6 +173,11 @@ _SECTIONS = {
 }
 
 
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return get_type_hints(cls)  # resolves the annotations' text: ~0.5 ms per class and call
+
+
 def _field_names(cls) -> list[str]:
     return [f.name for f in fields(cls) if not f.metadata.get("internal")]
 
@@ -226,7 +232,7 @@ def _build(cls, raw: dict, prefix: str, origin: str, sources: Mapping[str, str] 
     """``cls`` from ``raw``; ``sources`` names where an overridden key came from (``--set``)."""
     sources = sources or {}
     names = _field_names(cls)
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from moesim.errors import fail
 from moesim.io import atomic_dir, atomic_write_json, dumps_json
+from moesim.metrics.frame_csv import write_frame_csv
 from moesim.metrics.summary import Summary
 from moesim.readers import (
     RUN_TABLE_COLUMNS,
@@ -51,8 +52,8 @@ class RunResult:
 
         def build(tmp: Path) -> None:
             (tmp / "summary.json").write_text(dumps_json(self.summary), encoding="utf-8")
-            self.tokens.to_csv(tmp / "tokens.csv", index=False, float_format="%.6f", lineterminator="\n")
-            self.layers.to_csv(tmp / "layers.csv", index=False, float_format="%.6f", lineterminator="\n")
+            write_frame_csv(self.tokens, tmp / "tokens.csv")
+            write_frame_csv(self.layers, tmp / "layers.csv")
             self.tokens.to_parquet(tmp / "tokens.parquet", index=False)
             self.layers.to_parquet(tmp / "layers.parquet", index=False)
             (tmp / "wallclock.json").write_text(dumps_json(self.wallclock), encoding="utf-8")

@@ -295,12 +295,12 @@ def access_stream(trace: Trace, batch: int, prefill: bool = False) -> np.ndarray
 def expert_counts(trace: Trace) -> np.ndarray:
     """(L, E) number of demand accesses of each expert (streamed in chunks)."""
     L, E = trace.meta.num_layers, trace.meta.num_experts
-    counts = np.zeros((L, E), dtype=np.int64)
+    counts = np.zeros(L * E, dtype=np.int64)
+    offsets = (np.arange(L, dtype=np.int64) * E)[None, :, None]  # one bincount over (layer, expert)
     for start in range(0, trace.num_tokens, 65536):
-        block = np.asarray(trace.experts[start : start + 65536], dtype=np.int64)
-        for layer in range(L):
-            counts[layer] += np.bincount(block[:, layer, :].ravel(), minlength=E)
-    return counts
+        block = np.asarray(trace.experts[start : start + 65536], dtype=np.int64) + offsets
+        counts += np.bincount(block.ravel(), minlength=L * E)
+    return counts.reshape(L, E)
 
 
 def layer_streams(trace: Trace, max_tokens: int | None = None) -> list[np.ndarray]:

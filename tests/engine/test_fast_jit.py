@@ -56,3 +56,32 @@ def test_cold_run_compiles_says_so_and_finishes(tmp_path):
     assert warm.returncode == 0, warm.stderr
     assert "compiling" not in warm.stderr
     assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+
+
+def test_the_cache_folder_is_set_without_importing_numba(tmp_path):
+    """A sweep's parent imports jit but runs no kernel: it must not pay numba's import, and a numba
+    imported afterwards must still see the folder (through NUMBA_CACHE_DIR)."""
+    code = (
+        "import os, sys\n"
+        "from moesim.engine.fast import jit\n"
+        "assert 'numba' not in sys.modules\n"
+        "jit._writable = lambda path: False\n"
+        "os.environ.pop('NUMBA_CACHE_DIR', None)\n"
+        "folder = jit.configure_cache()\n"
+        "assert 'numba' not in sys.modules\n"
+        "import numba\n"
+        "print(numba.config.CACHE_DIR == str(folder), jit.kernels_cached() in (True, False))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_kernels_cached_follows_the_marker(tmp_path, monkeypatch):
+    monkeypatch.setattr(jit, "_warm", False)
+    monkeypatch.setattr(jit, "CACHE_DIR", tmp_path)
+    assert not jit.kernels_cached()
+    jit._marker().write_text("kernels compiled\n", encoding="utf-8")
+    assert jit.kernels_cached()

@@ -188,3 +188,15 @@ def test_sweep_over_a_grid_with_inf_completes_and_resumes(tmp_path, capsys):
     assert main([*args, "--out", str(out), "--resume"]) == 0
     assert "2 already finished" in capsys.readouterr().out
     assert (out / "results.csv").read_bytes() == before
+
+
+def test_a_file_read_again_is_a_fresh_copy_and_an_edit_is_seen(tmp_path):
+    from moesim.yamlio import load_file
+
+    path = tmp_path / "s.yaml"
+    path.write_text("cache:\n  capacity: 64\n", encoding="utf-8")
+    first = load_file(path)
+    first["cache"]["capacity"] = 1  # a caller changing its document (overrides do)
+    assert load_file(path) == {"cache": {"capacity": 64}}
+    path.write_text("cache:\n  capacity: 65\n", encoding="utf-8")  # same size, maybe the same mtime
+    assert load_file(path) == {"cache": {"capacity": 65}}

@@ -273,3 +273,17 @@ def test_paths_in_records_are_relative_to_cwd(tiny_scenario, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     res = run_sweep(SweepPlan.from_grid(tiny_scenario.name, {"batch": [1]}), Path("rel"), jobs=1)
     assert res.ok and (tmp_path / "rel" / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_the_parent_warms_the_kernels_only_when_the_cache_is_cold(
+    tiny_scenario, tmp_path, monkeypatch, cached
+):
+    from moesim.engine.fast import jit
+
+    warmed = []
+    monkeypatch.setattr(jit, "kernels_cached", lambda: cached)
+    monkeypatch.setattr(jit, "warm_kernels", lambda: warmed.append(1))
+    plan = SweepPlan.from_grid(tiny_scenario, {"cache.capacity": [64, 256]})
+    assert run_sweep(plan, tmp_path / "s", jobs=2).ok  # the workers load the kernels themselves
+    assert warmed == ([] if cached else [1])

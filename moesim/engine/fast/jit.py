@@ -29,17 +29,18 @@ def _writable(path: Path) -> bool:
 
 
 def configure_cache() -> Path:
-    """The folder numba caches the kernels in (setting ``NUMBA_CACHE_DIR`` for a read-only install)."""
-    import numba
-
+    """The folder numba caches the kernels in (setting ``NUMBA_CACHE_DIR`` for a read-only install).
+    Does not import numba (a sweep's parent process never runs a kernel)."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"])
     if _writable(_PKG):
         return _PKG / "__pycache__"
     folder = _user_cache()
     folder.mkdir(parents=True, exist_ok=True)
-    setattr(numba.config, "CACHE_DIR", str(folder))  # noqa: B010  (read when a kernel's cache is created, at decoration)
-    os.environ["NUMBA_CACHE_DIR"] = str(folder)  # and for worker processes started after this
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)  # read by numba at import, and by worker processes
+    numba = sys.modules.get("numba")
+    if numba is not None:  # imported already: its config was read without the folder
+        setattr(numba.config, "CACHE_DIR", str(folder))  # noqa: B010  (read when a kernel's cache is created, at decoration)
     return folder
 
 
@@ -51,13 +52,17 @@ _warm = False
 def _marker() -> Path:
     """A file naming the kernels' sources and numba's version: present once they were compiled."""
     import hashlib
+    from importlib.metadata import version
 
-    import numba
-
-    h = hashlib.blake2b(numba.__version__.encode(), digest_size=8)
+    h = hashlib.blake2b(version("numba").encode(), digest_size=8)
     for name in ("decide.py", "timing.py", "predictions.py"):
         h.update((_PKG / name).read_bytes())
     return CACHE_DIR / _MARK.format(h.hexdigest())
+
+
+def kernels_cached() -> bool:
+    """Whether the kernels were compiled into the cache already (or loaded in this process)."""
+    return _warm or _marker().exists()
 
 
 def warm_kernels() -> None:
