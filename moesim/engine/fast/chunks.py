@@ -24,7 +24,7 @@ from moesim.traces.trace import Trace
 # A chunk's arrays (steps, predictions, decisions, copies) take ~50 bytes per access while it runs
 # (measured: a 1M-token oracle run peaked 150 MB lower with 1M-access chunks than with 4M).
 # Tests set it to a few accesses to cross many chunk boundaries.
-CHUNK_ACCESSES = 4_000_000
+CHUNK_ACCESSES = 1_000_000
 # Runs of up to this many accesses keep their steps and predictions across runs (as a sweep reuses
 # them): ~20 bytes per access for the steps, more for the predictions.
 KEEP_ACCESSES = 16_000_000

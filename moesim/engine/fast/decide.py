@@ -90,7 +90,7 @@ class DecideState:
         return np.nonzero(self.K8[PF])[0].astype(np.int64)
 
 
-@njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
+@njit(cache=True, nogil=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def decide(  # noqa: C901  (one function on purpose: see the docstring)
     step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, tok_off, ev_ptr, ev_keys,
     fires_pre, L, E, policy, layered, caps, window, nxt_acc, KS, K8, PS, SC, LC,

@@ -39,6 +39,7 @@ from moesim.engine.fast.decide import (
     next_uses,
 )
 from moesim.engine.fast.eligibility import CACHE_CLASSES
+from moesim.engine.fast.overlap import overlapped
 from moesim.engine.fast.predictions import PlanArrays, StepArrays, empty_plan, memo, plan_arrays, routing_plan
 from moesim.engine.fast.timing import (
     BDEM,
@@ -209,12 +210,15 @@ class FastExecutor:
         decider = _Decider(core, steps)
         timer = _Timer(self.costs, core, self.prompt_tokens)
         plans = self._plans(core, steps)
-        for chunk in steps.chunks():
-            dec = decider(chunk, plans(chunk))
+        progress = self.progress
+
+        def timed(chunk: Chunk, dec: Decisions) -> None:
             timer(chunk.steps, dec)
-            if self.progress is not None:
+            if progress is not None:
                 for n in np.diff(chunk.steps.grp_tok0).tolist():
-                    self.progress(n)
+                    progress(n)
+
+        overlapped(steps.chunks(), lambda chunk: decider(chunk, plans(chunk)), timed)
         st = decider.state
         finish = st.finish_keys()
         stats = timer.stats(finish)

@@ -161,7 +161,7 @@ def _sort_ready(r, k, n):
         k[j + 1] = kv
 
 
-@njit(cache=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
+@njit(cache=True, nogil=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in their order)
     step_ptr, keys, acc_hit, acc_pf, acc_cnt, grp_step0, grp_tok0, grp_counts,
     load_ptr, load_keys, pevp_ptr, pevp_keys, gevp_ptr, gevp_keys, cum_ev, cum_rf,
@@ -414,7 +414,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
     return (tok_lat, tok_comp, tok_stall, tok_int, lead[:n_lead], slack[:n_lead], CT, CS)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _carry(T, S, c, inflight, dbase, K):
     """The copies the next chunk can still read, compacted to [queue][demand, one per key][others
     in flight], ``inflight`` and ``c`` renumbered to match. Read later: the queue's entries (in
