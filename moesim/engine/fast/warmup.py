@@ -42,7 +42,7 @@ def run_tiny() -> None:
     ts = _timing.TimingState.new(L, E, 1)
     timing(
         step_ptr, keys, out[0], out[1], np.ones(len(keys), i64), grp_step0, grp_tok0, np.zeros(1, i8),
-        out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], *costs, False, False,
-        False, L, E, 1, 0.5, 1000, 0.1, np.array([0.0, 0.1]), ts.FS, ts.IS, ts.free, ts.c, ts.inflight,
+        step_layer, step_token, out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], *costs,
+        False, False, False, L, E, 1, 0.5, 1000, 0.1, np.array([0.0, 0.1]), ts.FS, ts.IS, ts.free, ts.c, ts.inflight,
         ts.CT, ts.CS, ts.LS, ts.l_stall,
     )  # fmt: skip
