@@ -257,3 +257,30 @@ def test_group_cut_is_none_on_the_per_step_path(olmoe_like):
     pred = _predictor(trace, model, 1, 1, False)
     pred.start(next(iter(iter_groups(trace, 1))))
     assert pred.planned(8, None) is None
+
+
+def test_blocks_on_several_threads_give_the_same_probabilities(monkeypatch):
+    """head_probs evaluates its blocks on one thread per core: each block must come out exactly as
+    on one thread (the default-size model, a ragged last block)."""
+    model = _model(16, 64, 8)
+    rng = np.random.default_rng(2)
+    n = 5 * BLOCK + 37
+    ids = rng.integers(0, 16 * 64 + 1, size=(n, 6, 8))
+    layers = rng.integers(0, 16, size=(n, 6))
+    threads: set[str] = set()
+    infer = model.net.infer
+
+    def spy(*args):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return infer(*args)
+
+    monkeypatch.setattr(model.net, "infer", spy)
+    runs = {}
+    for count in ("1", "3"):
+        monkeypatch.setenv(_prophet_batch.THREADS_ENV, count)
+        threads.clear()
+        runs[count] = _prophet_batch.head_probs(model, ids, layers, (1, 2, 3))
+        assert len(threads) == 1 if count == "1" else len(threads) >= 2
+    assert runs["1"].tobytes() == runs["3"].tobytes()

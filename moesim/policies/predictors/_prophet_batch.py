@@ -20,7 +20,9 @@ these shapes as well as whole runs' predictions.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,20 @@ from moesim.policies.predictors.base import Prediction
 # at any of these sizes.
 BLOCK = 256
 QUANTUM = 16  # every call is padded to a multiple of this many samples
+# Blocks are evaluated on this many threads at once (default: one per core; MOESIM_PROPHET_THREADS
+# sets it). Each block is computed by the same single-threaded kernels whichever thread runs it, so
+# the probabilities do not depend on the count.
+THREADS_ENV = "MOESIM_PROPHET_THREADS"
+
+
+def block_threads() -> int:
+    env = os.environ.get(THREADS_ENV, "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def head_probs(model: Any, ids: np.ndarray, layers: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:
@@ -46,16 +62,27 @@ def head_probs(model: Any, ids: np.ndarray, layers: np.ndarray, heads: tuple[int
     E = model.config["E"]
     out = np.empty((n_all, len(heads), E), np.float32)
     pad_id = model.config["L"] * E
-    with torch_threads(model.config.get("threads", 1)), torch.inference_mode():
-        for i in range(0, n_all, BLOCK):
-            blk_ids, blk_layers = ids[i : i + BLOCK], layers[i : i + BLOCK]
-            n = len(blk_ids)
-            full = -(-n // QUANTUM) * QUANTUM
-            if full > n:
-                blk_ids = np.concatenate([blk_ids, np.full((full - n, *blk_ids.shape[1:]), pad_id, np.int64)])
-                blk_layers = np.concatenate([blk_layers, np.zeros((full - n, blk_layers.shape[1]), np.int64)])
+
+    def block(i: int) -> None:
+        blk_ids, blk_layers = ids[i : i + BLOCK], layers[i : i + BLOCK]
+        n = len(blk_ids)
+        full = -(-n // QUANTUM) * QUANTUM
+        if full > n:
+            blk_ids = np.concatenate([blk_ids, np.full((full - n, *blk_ids.shape[1:]), pad_id, np.int64)])
+            blk_layers = np.concatenate([blk_layers, np.zeros((full - n, blk_layers.shape[1]), np.int64)])
+        with torch.inference_mode():  # per thread
             lg = model.net.infer(torch.from_numpy(blk_ids), torch.from_numpy(blk_layers), heads)
-            out[i : i + n] = lg[:n].numpy()
+        out[i : i + n] = lg[:n].numpy()
+
+    starts = range(0, n_all, BLOCK)
+    workers = min(len(starts), block_threads())
+    with torch_threads(model.config.get("threads", 1)):
+        if workers < 2:
+            for i in starts:
+                block(i)
+        else:  # torch releases the GIL: blocks on several cores, each computed as alone
+            with ThreadPoolExecutor(workers, thread_name_prefix="moesim-prophet") as pool:
+                list(pool.map(block, starts))
     t = np.asarray(model.temperatures, np.float32)[[d - 1 for d in heads]][None, :, None]
     return 1.0 / (1.0 + np.exp(-out / t))
 
