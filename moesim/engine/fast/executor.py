@@ -278,7 +278,8 @@ class _Timer:
         out = timing(
             steps.step_ptr, steps.keys, dec.acc_hit, dec.acc_pf, steps.counts, steps.grp_step0,
             steps.grp_tok0, steps.grp_counts, steps.step_layer, steps.step_token, dec.load_ptr,
-            dec.load_keys, dec.pevp_ptr, dec.pevp_keys, dec.gevp_ptr, dec.gevp_keys, dec.cum_evictions, dec.cum_refetches,
+            dec.load_keys, dec.pevp_ptr, dec.pevp_keys, dec.gevp_ptr, dec.gevp_keys, dec.cum_evictions,
+            dec.cum_refetches,
             c_norm, c_attn, c_gate, c_shared, c_pred, fires_pre, on_gpu, on_gpu and not fires_pre,
             core.L, core.E, int(costs.copy_engines), float(costs.h2d_ms), int(costs.expert_bytes),
             float(costs.expert_ms(1)), self.table.expert_ms(steps.counts),
