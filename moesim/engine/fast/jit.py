@@ -55,7 +55,7 @@ def _marker() -> Path:
     import numba
 
     h = hashlib.blake2b(numba.__version__.encode(), digest_size=8)
-    for name in ("decide.py", "timing.py", "predictions.py"):
+    for name in ("decide.py", "heap.py", "timing.py", "predictions.py"):
         h.update((_PKG / name).read_bytes())
     return CACHE_DIR / _MARK.format(h.hexdigest())
 
