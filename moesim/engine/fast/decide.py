@@ -16,12 +16,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.engine.fast import jit  # noqa: F401  (sets numba's cache folder before the kernels)
+from moesim.engine.fast.heap import SLACK, push, rebuild, victim
 
 from numba import njit  # isort: skip
 
 LRU, FIFO, LFU, BELADY = 0, 1, 2, 3
 POLICY_CODES = {"lru": LRU, "fifo": FIFO, "lfu": LFU, "belady": BELADY}
 NEVER = 1 << 62  # moesim.policies.caches.base.NEVER
+# LFU and Belady: a pool of at most this many slots scans its residents for a victim, a larger one
+# keeps a heap (heap.py). Measured on OLMoE (popularity predictions, horizon 2, one global pool), the
+# scan was as fast as the heap at 64 slots for LFU and faster up to about 128 for Belady (whose
+# victim search steps over ~4 pinned entries per eviction at 64 slots); from 256 the heap was 2-5x
+# faster. (Tests set 0 to put every pool on a heap.)
+SCAN_MAX = 64
+# numba keys decide's on-disk cache to the text of this file alone, not of heap.py whose helpers it
+# inlines: this digest of heap.py makes an edit there an edit here too, or a cached kernel would keep
+# the old helpers (tests/engine/test_fast_heap.py checks it; the digest: blake2b, 8 bytes, of heap.py)
+HEAP_DIGEST = "bbc65b8fe0e30428"
 _NEVER_EVICTED = -(1 << 62)  # moesim.policies.core._NEVER
 
 
@@ -93,18 +104,20 @@ class DecideState:
 @njit(cache=True, nogil=True, error_model="numpy")  # no zero-divisor checks: E, L > 0
 def decide(  # noqa: C901  (one function on purpose: see the docstring)
     step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, tok_off, ev_ptr, ev_keys,
-    fires_pre, L, E, policy, layered, caps, window, nxt_acc, KS, K8, PS, SC, LC,
+    fires_pre, L, E, policy, layered, caps, scan_max, window, nxt_acc, KS, K8, PS, SC, LC,
 ):  # fmt: skip
     """Plan events: group ``g``'s start is event ``grp_step0[g] + g``, its step ``s`` (global)
     event ``s + g + 1`` (the step's pre-attention or after-gate plan, by ``fires_pre``).
 
     One chunk of whole groups (indices from the chunk's start; ``tok_off``: the decode step of its
     first token in the run), from and into the carried state ``KS, K8, PS, SC, LC`` (``DecideState``).
+    ``scan_max``: LFU's and Belady's pools of more slots than this keep a victim heap (``SCAN_MAX``).
     ``nxt_acc`` (Belady only, else unread): each access's next demand position of its key in the run
     (NEVER: none). One loop over the core's calls in order (per group: the start plan; per step two
     calls, the plan and the gate in the order ``fires_pre`` says), and in it one loop over the call's
-    keys that admits both prefetches and demand misses: all in one function, with no helper calls,
-    because numba's calls with array arguments cost more than the work they would do here."""
+    keys that admits both prefetches and demand misses: all in one function, its only helpers (LFU's
+    and Belady's victim heaps, ``heap.py``) inlined, because numba's calls with array arguments cost
+    more than the work they would do here."""
     nsteps = len(step_ptr) - 1
     nacc = len(keys)
     G = len(grp_step0) - 1
@@ -141,6 +154,25 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
     l_ev = LC[L_EV]
     n_load = n_pevp = n_gevp = 0
     unused, refetches, bypassed, evictions = SC[UNUSED], SC[REFETCHES], SC[BYPASSED], SC[EVICTIONS]
+    # LFU and Belady: the victim heap (heap.py) of each pool of more than scan_max slots, rebuilt
+    # from its residents at each chunk (so the carried state needs none)
+    ranked = policy == LFU or policy == BELADY  # noqa: SIM109  (int comparisons, as elsewhere in the kernel)
+    belady = policy == BELADY
+    npools = len(caps)
+    hoff = np.zeros(npools + 1, np.int64)  # pool q's heap: slots hoff[q] to hoff[q + 1] (none: it scans)
+    hn = np.zeros(npools, np.int64)  # its entries
+    room = 0
+    if ranked:
+        for q in range(npools):
+            most = max(min(caps[q], E if layered else len(lnext)), size[q])  # residents at most
+            slots = 2 * most + SLACK if most > scan_max else 0
+            room = max(room, slots)
+            hoff[q + 1] = hoff[q] + slots
+    H = np.empty((3, hoff[npools]), np.int64)
+    aside = np.empty((3, room), np.int64)  # the pinned entries one victim search steps over
+    for q in range(npools):
+        if hoff[q + 1] > hoff[q]:
+            hn[q] = rebuild(H, hoff[q], head[q], lnext, belady, freq, tick, nu_)
     for g in range(G):
         s0, s1 = grp_step0[g], grp_step0[g + 1]
         for op in range(1 + 2 * (s1 - s0)):
@@ -184,12 +216,16 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                                 lnext[key] = -1
                                 lnext[t] = key
                                 tail[pool] = key
-                        elif policy == LFU:
-                            clock += 1
-                            freq[key] += 1
-                            tick[key] = clock
-                        elif policy == BELADY:
-                            nu_[key] = nxt_acc[i]
+                        else:
+                            if policy == LFU:
+                                clock += 1
+                                freq[key] += 1
+                                tick[key] = clock
+                            elif policy == BELADY:
+                                nu_[key] = nxt_acc[i]
+                            if hoff[pool + 1] > hoff[pool]:  # its new priority
+                                hn[pool] = push(H, hoff[pool], hn[pool], hoff[pool + 1] - hoff[pool], key,
+                                                head[pool], lnext, belady, freq, tick, nu_)  # fmt: skip
                         acc_hit[i] = 1
                         nh += 1
                         if pf[key] == 1:
@@ -200,13 +236,16 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                     v = -1
                     if size[pool] >= caps[pool]:
                         k2 = head[pool]
-                        if policy == LRU or policy == FIFO:  # noqa: SIM109  (oldest unpinned)
+                        if not ranked:  # LRU, FIFO: the oldest unpinned
                             while k2 >= 0:
                                 if pin[k2] == 0:
                                     v = k2
                                     break
                                 k2 = lnext[k2]
-                        else:
+                        elif hoff[pool + 1] > hoff[pool]:  # the heap's least (the scan's choice below)
+                            v, hn[pool] = victim(H, hoff[pool], hn[pool], aside, res, pin, belady, freq,
+                                                 tick, nu_)  # fmt: skip
+                        else:  # a small pool: a scan of its residents
                             while k2 >= 0:
                                 if pin[k2] == 0:
                                     if v < 0:
@@ -248,6 +287,9 @@ def decide(  # noqa: C901  (one function on purpose: see the docstring)
                             tick[key] = clock
                         elif policy == BELADY:  # a prefetch waits for the next use; a demand consumed it
                             nu_[key] = cur[key] if is_plan else nxt_acc[i]
+                        if hoff[pool + 1] > hoff[pool]:
+                            hn[pool] = push(H, hoff[pool], hn[pool], hoff[pool + 1] - hoff[pool], key, head[pool],
+                                            lnext, belady, freq, tick, nu_)  # fmt: skip
                         if v >= 0:  # PolicyCore._insert's accounting of the victim
                             evictions += 1
                             l_ev[v // E] += 1

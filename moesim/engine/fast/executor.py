@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from moesim.engine.fast import decide as decision_pass
 from moesim.engine.fast.chunks import Chunk, RunSteps
 from moesim.engine.fast.decide import (
     BYPASSED,
@@ -122,7 +123,8 @@ class _Decider:
         out = decide(
             s.step_ptr, s.keys, s.step_layer, s.step_token, s.grp_step0, s.grp_tok0, chunk.tok0,
             plan.ev_ptr, plan.ev_keys, core.pre_attention_fires, core.L, core.E, self.policy,
-            core.pool.scope != "global", self.caps, core._window, nxt, st.KS, st.K8, st.PS, st.SC, st.LC,
+            core.pool.scope != "global", self.caps, decision_pass.SCAN_MAX, core._window, nxt, st.KS, st.K8,
+            st.PS, st.SC, st.LC,
         )  # fmt: skip
         return Decisions(*out)
 

@@ -55,7 +55,7 @@ def _marker() -> Path:
     from importlib.metadata import version
 
     h = hashlib.blake2b(version("numba").encode(), digest_size=8)
-    for name in ("decide.py", "timing.py", "predictions.py"):
+    for name in ("decide.py", "heap.py", "timing.py", "predictions.py"):
         h.update((_PKG / name).read_bytes())
     return CACHE_DIR / _MARK.format(h.hexdigest())
 

@@ -35,7 +35,7 @@ def run_tiny() -> None:
     st = _decide.DecideState.new(L, E, 1, first)
     out = decide(
         step_ptr, keys, step_layer, step_token, grp_step0, grp_tok0, 0, ev_ptr, ev_keys, False, L, E, 0,
-        False, caps, 16, nxt, st.KS, st.K8, st.PS, st.SC, st.LC,
+        False, caps, _decide.SCAN_MAX, 16, nxt, st.KS, st.K8, st.PS, st.SC, st.LC,
     )  # fmt: skip
     _routing_plan(step_ptr, keys, grp_step0, 0, 1, L, 8, np.zeros((1, 1), i64), np.zeros(1, i64))
     costs = [np.full(2, 0.01) for _ in range(5)]
