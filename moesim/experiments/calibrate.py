@@ -675,10 +675,11 @@ class CalibrateOptions:
 def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log=None) -> dict[str, Any]:
     """Profile (unless given), simulate, run live, compare; write the report into ``out``."""
     from moesim import __version__
-    from moesim.engine.live.device import cpu_count, device_description, resolve_device
+    from moesim.engine.live.device import device_description, resolve_device
     from moesim.engine.live_executor import LiveOptions, check_live_model
     from moesim.experiments.live import cut_layers
     from moesim.hardware import load_profile
+    from moesim.host import usable_cores
 
     log = log or (lambda msg: None)
     if opts.repeats < 1:
@@ -742,7 +743,7 @@ def calibrate(scenarios: list[str], out: str | Path, opts: CalibrateOptions, log
             "moesim_version": __version__,
             "command": opts.command,
             "device_info": device_description(dev),
-            "cpu_count": cpu_count(),
+            "cpu_count": usable_cores(),
             "loadavg_before": [round(x, 2) for x in load0],
             "loadavg_after": [round(x, 2) for x in load1],
             "profile": profile.name,

@@ -38,6 +38,7 @@ from moesim.data import shipped_scenario
 from moesim.errors import MoesimInputError, fail
 from moesim.experiments.cache import RunCache
 from moesim.experiments.overrides import check_key
+from moesim.host import usable_cores
 from moesim.io import atomic_write_json, json_finite
 from moesim.metrics.table import (  # noqa: F401  (the table's helpers, re-exported for callers)
     PARAM_PREFIX,
@@ -549,10 +550,7 @@ def _may_run_fast(plan: SweepPlan) -> bool:
 
 # -- backends --------------------------------------------------------------------------------------
 def default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _crash_record(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:

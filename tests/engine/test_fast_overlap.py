@@ -19,7 +19,7 @@ from tests.helpers import random_trace
 @pytest.fixture
 def two_cores(monkeypatch):
     monkeypatch.setattr(overlap, "ENABLED", True)
-    monkeypatch.setattr(overlap, "_cores", lambda: 2)
+    monkeypatch.setattr(overlap, "usable_cores", lambda: 2)
 
 
 def _record(n: int, fail_at: int | None = None) -> tuple[list[tuple[str, int, str]], Any, Any]:
@@ -62,7 +62,7 @@ def test_an_error_in_the_timing_is_raised_and_stops_the_run(two_cores):
 @pytest.mark.parametrize("setting", ["off", "one core"])
 def test_off_or_on_one_core_everything_runs_on_the_calling_thread(monkeypatch, setting):
     monkeypatch.setattr(overlap, "ENABLED", setting != "off")
-    monkeypatch.setattr(overlap, "_cores", lambda: 1 if setting == "one core" else 2)
+    monkeypatch.setattr(overlap, "usable_cores", lambda: 1 if setting == "one core" else 2)
     log, decide, timed = _record(4)
     overlap.overlapped(range(4), decide, timed)
     assert [x[:2] for x in log] == [(k, i) for i in range(4) for k in ("decide", "time")]
@@ -94,7 +94,7 @@ def test_a_run_in_many_chunks_is_the_same_overlapped_or_not(tmp_path, monkeypatc
     results = {}
     for on in (False, True):
         monkeypatch.setattr(overlap, "ENABLED", on)
-        monkeypatch.setattr(overlap, "_cores", lambda: 2)
+        monkeypatch.setattr(overlap, "usable_cores", lambda: 2)
         threads.clear()
         results[on] = run({**base, **over}, "fast")
         assert executor_of(results[on]) == "fast"

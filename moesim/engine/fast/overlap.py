@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from moesim.host import usable_cores
+
 C = TypeVar("C")
 D = TypeVar("D")
 
@@ -21,17 +23,10 @@ D = TypeVar("D")
 ENABLED = os.environ.get("MOESIM_FAST_THREADS", "") != "1"
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def overlapped(chunks: Iterable[C], decide: Callable[[C], D], time: Callable[[C, D], None]) -> None:
     """``time(chunk, decide(chunk))`` for every chunk, in order; the timing of a chunk runs on a
     second thread while the next chunk is decided, when there is more than one core."""
-    if not ENABLED or _cores() < 2:
+    if not ENABLED or usable_cores() < 2:
         for chunk in chunks:
             time(chunk, decide(chunk))
         return

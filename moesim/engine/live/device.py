@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from moesim.errors import fail
+from moesim.host import usable_cores
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -46,19 +47,12 @@ class LiveDevice:
         return self.kind == "cuda"
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def resolve_device(name: str, threads: int | None = None, pin: bool = True) -> LiveDevice:
     """``cpu``, ``cuda`` or ``cuda:N``; a missing GPU is an input error, not a crash. ``pin``: on
     the CPU, compute and copy threads on separate cores (see ``_split_cpus``)."""
     text = (name or "").strip().lower()
     if text == "cpu":
-        n = threads if threads is not None else max(1, cpu_count() - 1)
+        n = threads if threads is not None else max(1, usable_cores() - 1)
         if n < 1:
             fail(f"--threads: must be >= 1, got {n}")
         compute, copy = _split_cpus(n) if pin else (None, None)
@@ -157,7 +151,7 @@ def device_description(dev: LiveDevice) -> dict[str, Any]:
         "compute_threads": dev.threads,
         "compute_cpus": sorted(dev.compute_cpus) if dev.compute_cpus else None,
         "copy_cpus": sorted(dev.copy_cpus) if dev.copy_cpus else None,
-        "cpu": f"{_cpu_name()} ({cpu_count()} cores)",
+        "cpu": f"{_cpu_name()} ({usable_cores()} cores)",
     }
     if dev.is_cuda:
         props = torch.cuda.get_device_properties(dev.torch_device)

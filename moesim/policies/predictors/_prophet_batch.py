@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from moesim.host import usable_cores
 from moesim.policies.predictors.base import Prediction
 
 # Samples per network call in the batched path. Measured on the shared 2-core CPU (CPU time,
@@ -45,10 +46,7 @@ def block_threads() -> int:
     env = os.environ.get(THREADS_ENV, "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 def head_probs(model: Any, ids: np.ndarray, layers: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:
