@@ -43,6 +43,7 @@ THREADS_ENV = "MOESIM_PROPHET_THREADS"
 
 
 def block_threads() -> int:
+    """Threads evaluating the network's blocks: ``MOESIM_PROPHET_THREADS``, else one per core."""
     env = os.environ.get(THREADS_ENV, "")
     if env.isdigit() and int(env) > 0:
         return int(env)
