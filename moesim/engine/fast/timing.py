@@ -112,13 +112,13 @@ def _schedule(tr, now, free, T, S, dur):
 
 
 @njit(cache=True, inline="always")
-def _evict(key, now, klayer, nbytes, dur, free, T, S, c, inflight, LS):
+def _evict(key, now, E, nbytes, dur, free, T, S, c, inflight, LS):
     """An undemanded prefetch evicted: cancelled if its copy has not started by ``now``, else
     wasted. Returns the bytes taken off the host-to-GPU total."""
     tr = inflight[key]
     inflight[key] = -1
     _advance(now, free, T, S, c, dur)
-    layer = klayer[key]
+    layer = key // E
     if S[tr] == PENDING:
         S[tr] = CANCELLED
         LS[CANCEL, layer] += 1
@@ -130,12 +130,12 @@ def _evict(key, now, klayer, nbytes, dur, free, T, S, c, inflight, LS):
 
 
 @njit(cache=True, inline="always")
-def _issue(e, now, EP, load_keys, pevp_keys, klayer, nbytes, dur, free, T, S, c, inflight, LS):
+def _issue(e, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS):
     """``SimExecutor._issue_prefetches`` for plan event ``e`` at ``now``; returns the change in
     host-to-GPU bytes."""
     d = 0
     for i in range(EP[1, e], EP[1, e + 1]):
-        d -= _evict(pevp_keys[i], now, klayer, nbytes, dur, free, T, S, c, inflight, LS)
+        d -= _evict(pevp_keys[i], now, E, nbytes, dur, free, T, S, c, inflight, LS)
     for i in range(EP[0, e], EP[0, e + 1]):
         key = load_keys[i]
         tr = c[QT]  # the queue's next place: prefetches are issued in event order
@@ -143,7 +143,7 @@ def _issue(e, now, EP, load_keys, pevp_keys, klayer, nbytes, dur, free, T, S, c,
         T[ISSUE, tr] = now
         S[tr] = PENDING
         inflight[key] = tr
-        LS[BPF, klayer[key]] += nbytes
+        LS[BPF, key // E] += nbytes
     return d + nbytes * (EP[0, e + 1] - EP[0, e])
 
 
@@ -187,9 +187,6 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
     for key in range(K):
         if inflight[key] >= q:
             inflight[key] += n_load
-    klayer = np.empty(K, np.int64)  # each key's layer: a load where ``key // E`` is a division
-    for key in range(K):
-        klayer[key] = key // E
     EP = np.empty((2, len(load_ptr)), np.int64)
     EP[0, :] = load_ptr
     EP[1, :] = pevp_ptr
@@ -221,7 +218,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
         t_stall = 0.0
         t_comp = 0.0
         t_hits = t_late = t_miss = 0
-        h2d += _issue(s0 + g, now, EP, load_keys, pevp_keys, klayer, nbytes, dur, free, T, S, c, inflight, LS)
+        h2d += _issue(s0 + g, now, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c, inflight, LS)
         tok_start = now
         tok = 0
         for s in range(s0, s1):
@@ -233,13 +230,13 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
             t_norm = t0 + c_norm[tok]
             e = s + g + 1
             if fires_pre:
-                h2d += _issue(e, t_norm + pred, EP, load_keys, pevp_keys, klayer, nbytes, dur, free, T, S, c,
+                h2d += _issue(e, t_norm + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
                               inflight, LS)  # fmt: skip
                 if pred_on_gpu:
                     t_norm += pred
             t_gate = t_norm + c_attn[tok] + c_gate[tok]
             for i in range(gevp_ptr[s], gevp_ptr[s + 1]):
-                h2d -= _evict(gevp_keys[i], t_gate, klayer, nbytes, dur, free, T, S, c, inflight, LS)
+                h2d -= _evict(gevp_keys[i], t_gate, E, nbytes, dur, free, T, S, c, inflight, LS)
             _advance(t_gate, free, T, S, c, dur)
             p0, p1 = step_ptr[s], step_ptr[s + 1]
             late = 0
@@ -345,7 +342,7 @@ def timing(  # noqa: C901  (one compiled loop mirroring SimExecutor's phases, in
             h2d += demand
             # compute: the after-gate plan's copies, then the experts
             if not fires_pre and (EP[0, e + 1] > EP[0, e] or EP[1, e + 1] > EP[1, e]):
-                h2d += _issue(e, t_gate + pred, EP, load_keys, pevp_keys, klayer, nbytes, dur, free, T, S, c,
+                h2d += _issue(e, t_gate + pred, EP, load_keys, pevp_keys, E, nbytes, dur, free, T, S, c,
                               inflight, LS)  # fmt: skip
             t_exp = t_gate + pred if pred_delays else t_gate
             cur = t_exp + c_shared[tok]
